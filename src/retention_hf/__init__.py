@@ -1,0 +1,85 @@
+"""retention_hf: BERT and RoBERTa encoders that learn which tokens to keep (Adaptive Retention).
+
+Importing the package registers every retention class with the transformers Auto classes, so
+``AutoModelForSequenceClassification.from_pretrained(<retention checkpoint>)`` works.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .configuration_retention import RetentionBertConfig, RetentionConfig, RetentionRobertaConfig
+from .modeling_retention import (
+    RetentionModelOutput,
+    RetentionQuestionAnsweringModelOutput,
+    RetentionSequenceClassifierOutput,
+    RetentionStatistics,
+    RetentionTokenClassifierOutput,
+)
+from .modeling_retention_bert import (
+    RetentionBertForQuestionAnswering,
+    RetentionBertForSequenceClassification,
+    RetentionBertForTokenClassification,
+    RetentionBertModel,
+    RetentionBertPreTrainedModel,
+)
+from .modeling_retention_roberta import (
+    RetentionRobertaForQuestionAnswering,
+    RetentionRobertaForSequenceClassification,
+    RetentionRobertaForTokenClassification,
+    RetentionRobertaModel,
+    RetentionRobertaPreTrainedModel,
+)
+
+
+__version__ = "0.1.0"
+
+_AUTO_REGISTRY = {
+    RetentionBertConfig: {
+        AutoModel: RetentionBertModel,
+        AutoModelForSequenceClassification: RetentionBertForSequenceClassification,
+        AutoModelForQuestionAnswering: RetentionBertForQuestionAnswering,
+        AutoModelForTokenClassification: RetentionBertForTokenClassification,
+    },
+    RetentionRobertaConfig: {
+        AutoModel: RetentionRobertaModel,
+        AutoModelForSequenceClassification: RetentionRobertaForSequenceClassification,
+        AutoModelForQuestionAnswering: RetentionRobertaForQuestionAnswering,
+        AutoModelForTokenClassification: RetentionRobertaForTokenClassification,
+    },
+}
+
+
+def _register_auto_classes() -> None:
+    for config_class, models in _AUTO_REGISTRY.items():
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        for auto_class, model_class in models.items():
+            auto_class.register(config_class, model_class, exist_ok=True)
+
+
+_register_auto_classes()
+
+__all__ = [
+    "RetentionBertConfig",
+    "RetentionBertForQuestionAnswering",
+    "RetentionBertForSequenceClassification",
+    "RetentionBertForTokenClassification",
+    "RetentionBertModel",
+    "RetentionBertPreTrainedModel",
+    "RetentionConfig",
+    "RetentionModelOutput",
+    "RetentionQuestionAnsweringModelOutput",
+    "RetentionRobertaConfig",
+    "RetentionRobertaForQuestionAnswering",
+    "RetentionRobertaForSequenceClassification",
+    "RetentionRobertaForTokenClassification",
+    "RetentionRobertaModel",
+    "RetentionRobertaPreTrainedModel",
+    "RetentionSequenceClassifierOutput",
+    "RetentionStatistics",
+    "RetentionTokenClassifierOutput",
+]

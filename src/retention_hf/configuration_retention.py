@@ -1,0 +1,301 @@
+"""Configurations of the retention model family.
+
+The retention settings are defined once, in :class:`RetentionConfig`, and mixed into a stock
+``BertConfig`` / ``RobertaConfig``. The fields are flat (``config.retention_ratio``, not
+``config.retention.ratio``) so that ``from_pretrained(path, retention_ratio=0.3)`` overrides them the
+same way it overrides any other config attribute.
+
+This module imports nothing outside ``transformers`` / ``huggingface_hub``: it is copied next to the
+weights for ``trust_remote_code`` loading.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any, ClassVar, Literal
+
+from huggingface_hub.dataclasses import strict, validated_field
+from transformers import BertConfig, RobertaConfig
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+SCHEDULE_NAMES = ("learned", "uniform")
+SCORER_NAMES = ("context", "mlp")
+
+
+def _is_real_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_ratio(value: Any) -> None:
+    if not _is_real_number(value) or not 0.0 < value <= 1.0 or math.isnan(value):
+        raise ValueError(f"retention_ratio must be a number in (0, 1], got {value!r}")
+
+
+def _check_schedule(value: Any) -> None:
+    if isinstance(value, str):
+        if value not in SCHEDULE_NAMES:
+            raise ValueError(f"retention_schedule must be one of {SCHEDULE_NAMES} or a list of floats, got {value!r}")
+        return
+    _check_fractions("retention_schedule", value)
+
+
+def _check_learned_schedule(value: Any) -> None:
+    if value is not None:
+        _check_fractions("retention_learned_schedule", value)
+
+
+def _check_fractions(name: str, values: Any) -> None:
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ValueError(f"{name} must be a non-empty list of per-layer keep fractions, got {values!r}")
+    for index, value in enumerate(values):
+        if not _is_real_number(value) or not 0.0 < value <= 1.0:
+            raise ValueError(f"{name}[{index}] must be a number in (0, 1], got {value!r}")
+
+
+def _check_first_gated_layer(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"retention_first_gated_layer must be an integer >= 0, got {value!r}")
+
+
+def _check_scorer(value: Any) -> None:
+    if value not in SCORER_NAMES:
+        raise ValueError(f"retention_scorer must be one of {SCORER_NAMES}, got {value!r}")
+
+
+def _check_decay(value: Any) -> None:
+    if not _is_real_number(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"retention_scorer_decay must be a number in [0, 1], got {value!r}")
+
+
+def _check_scorer_hidden_size(value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"retention_scorer_hidden_size must be a positive integer or None, got {value!r}")
+
+
+def _check_beta(value: Any) -> None:
+    if not _is_real_number(value) or not value > 0:
+        raise ValueError(f"hard_concrete_beta (temperature) must be > 0, got {value!r}")
+
+
+def _check_gamma(value: Any) -> None:
+    if not _is_real_number(value) or not value < 0:
+        raise ValueError(f"hard_concrete_gamma (lower stretch limit) must be < 0, got {value!r}")
+
+
+def _check_zeta(value: Any) -> None:
+    if not _is_real_number(value) or not value > 1:
+        raise ValueError(f"hard_concrete_zeta (upper stretch limit) must be > 1, got {value!r}")
+
+
+def _check_protected_ids(value: Any) -> None:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"retention_protected_token_ids must be a list of token ids, got {value!r}")
+    for token_id in value:
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+            raise ValueError(f"retention_protected_token_ids must hold non-negative integers, got {token_id!r}")
+
+
+def _check_min_tokens(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"retention_min_tokens must be an integer >= 1, got {value!r}")
+
+
+def _check_gate_bias(value: Any) -> None:
+    if not _is_real_number(value) or math.isnan(value) or math.isinf(value):
+        raise ValueError(f"retention_gate_init_bias must be a finite number, got {value!r}")
+
+
+@dataclass(repr=False, eq=False, kw_only=True)
+class RetentionConfig:
+    """Adaptive Retention settings, shared by every retention config class.
+
+    Args:
+        retention_enabled: Turn retention off to get exactly the stock encoder on the same weights.
+        retention_ratio: The budget rho in (0, 1]: the fraction of the dense encoder's token-layer work
+            (sum over layers of the tokens each layer processes, over ``num_layers * real_tokens``) that
+            the model may spend. Ungated layers count at full length. Normalised per example.
+        retention_schedule: How the budget is split over layers at inference. ``"uniform"``: every gated
+            layer keeps the same fraction of the example's tokens, chosen to meet ``retention_ratio``.
+            ``"learned"``: the per-layer keep ratios measured in training
+            (``retention_learned_schedule``), rescaled to meet ``retention_ratio``; uniform until a
+            schedule has been learned. A list: the fraction of the example's tokens each of the
+            ``num_hidden_layers`` layers processes (non-increasing, 1.0 for ungated layers, its mean
+            must equal ``retention_ratio``).
+        retention_learned_schedule: Per-layer keep ratios measured in training; written by
+            ``RetentionTrainer`` at the end of training.
+        retention_first_gated_layer: Index of the first layer preceded by a gate. ``0`` scores the
+            embeddings and lets every layer run shorter; ``1`` lets layer 0 contextualise the tokens
+            before the first decision.
+        retention_scorer: ``"context"`` is the paper's Eq. 3 scorer with a running summary of the
+            preceding kept tokens; ``"mlp"`` is the Figure 1 token-wise MLP.
+        retention_scorer_decay: The decay ``g`` of Eq. 3's running summary.
+        retention_scorer_hidden_size: Width of the scorer; ``None`` means ``hidden_size // 8``.
+        retention_gate_init_bias: Initial bias of the scorer output. A positive bias starts training
+            near keep-all, so the budget, not the initialisation, decides what is dropped.
+        hard_concrete_beta / hard_concrete_gamma / hard_concrete_zeta: Hard-Concrete temperature and
+            stretch interval (Louizos et al., 2018).
+        retention_protected_token_ids: Token ids that are never dropped (for example ``[SEP]``). The
+            first position ([CLS] / <s>) is always protected.
+        retention_min_tokens: Every example keeps at least this many tokens (or all, if it is shorter).
+    """
+
+    base_model_type: ClassVar[str] = ""
+    keys_to_ignore_at_inference: ClassVar[list[str]] = [
+        "kept_positions",
+        "kept_counts",
+        "keep_ratio",
+        "layer_keep_ratio",
+        "expected_keep_ratio",
+        "expected_layer_keep_ratio",
+    ]
+
+    retention_enabled: bool = True
+    retention_ratio: float | int = validated_field(_check_ratio, default=0.5)
+    retention_schedule: Literal["learned", "uniform"] | list[float | int] = validated_field(
+        _check_schedule, default="learned"
+    )
+    retention_learned_schedule: list[float | int] | None = validated_field(_check_learned_schedule, default=None)
+    retention_first_gated_layer: int = validated_field(_check_first_gated_layer, default=1)
+    retention_scorer: Literal["context", "mlp"] = validated_field(_check_scorer, default="context")
+    retention_scorer_decay: float | int = validated_field(_check_decay, default=0.9)
+    retention_scorer_hidden_size: int | None = validated_field(_check_scorer_hidden_size, default=None)
+    retention_gate_init_bias: float | int = validated_field(_check_gate_bias, default=3.0)
+    hard_concrete_beta: float | int = validated_field(_check_beta, default=0.66)
+    hard_concrete_gamma: float | int = validated_field(_check_gamma, default=-0.1)
+    hard_concrete_zeta: float | int = validated_field(_check_zeta, default=1.1)
+    retention_protected_token_ids: list[int] = validated_field(_check_protected_ids, default_factory=list)
+    retention_min_tokens: int = validated_field(_check_min_tokens, default=1)
+
+    @classmethod
+    def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Read a config file, converting a plain BERT/RoBERTa model type into the retention one.
+
+        This is what lets ``RetentionBertConfig.from_pretrained(<bert dir>)`` (and so
+        ``RetentionBertModel.from_pretrained(<bert dir>)``) load a vanilla checkpoint without a
+        model-type mismatch warning.
+        """
+        config_dict, kwargs = super().get_config_dict(*args, **kwargs)  # type: ignore[misc]
+        if config_dict.get("model_type") == cls.base_model_type:
+            logger.info(f"Converting a `{cls.base_model_type}` config into a `{cls.model_type}` config.")  # type: ignore[attr-defined]
+            config_dict = {**config_dict, "model_type": cls.model_type}  # type: ignore[attr-defined]
+        return config_dict, kwargs
+
+    # ------------------------------------------------------------------ validation
+    def validate_retention(self) -> None:
+        """Cross-field checks (run by ``@strict`` at construction and by :meth:`retention_layer_ratios`)."""
+        num_layers = self.num_hidden_layers  # type: ignore[attr-defined]
+        first = self.retention_first_gated_layer
+        if first >= num_layers:
+            raise ValueError(
+                f"retention_first_gated_layer={first} leaves no gated layer: the model has {num_layers} layers"
+            )
+        if isinstance(self.retention_schedule, (list, tuple)):
+            self._validate_explicit_schedule(list(self.retention_schedule))
+        elif self.retention_ratio < 1.0 and self.retention_ratio * num_layers <= first:
+            raise ValueError(
+                f"retention_ratio={self.retention_ratio} is unreachable: the {first} ungated layer(s) alone cost "
+                f"{first}/{num_layers} = {first / num_layers:.3f} of the dense work. Raise retention_ratio or "
+                f"lower retention_first_gated_layer."
+            )
+        if self.retention_learned_schedule is not None and len(self.retention_learned_schedule) != num_layers:
+            raise ValueError(
+                f"retention_learned_schedule has {len(self.retention_learned_schedule)} entries, expected one per "
+                f"layer ({num_layers})"
+            )
+
+    def _validate_explicit_schedule(self, schedule: list[float]) -> None:
+        num_layers = self.num_hidden_layers  # type: ignore[attr-defined]
+        first = self.retention_first_gated_layer
+        if len(schedule) != num_layers:
+            raise ValueError(f"retention_schedule has {len(schedule)} entries, expected one per layer ({num_layers})")
+        if any(later > earlier for earlier, later in pairwise(schedule)):
+            raise ValueError(f"retention_schedule must be non-increasing (drops are permanent), got {schedule}")
+        if any(ratio != 1.0 for ratio in schedule[:first]):
+            raise ValueError(
+                f"retention_schedule must be 1.0 before retention_first_gated_layer={first}, got {schedule[:first]}"
+            )
+        mean = sum(schedule) / num_layers
+        if abs(mean - self.retention_ratio) > 1e-3:
+            raise ValueError(
+                f"retention_schedule spends {mean:.4f} of the dense work but retention_ratio={self.retention_ratio}; "
+                f"set retention_ratio={mean:.4f} or change the schedule"
+            )
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def retention_gated_layers(self) -> list[int]:
+        """Indices of the layers that are preceded by a gate."""
+        return list(range(self.retention_first_gated_layer, self.num_hidden_layers))  # type: ignore[attr-defined]
+
+    @property
+    def retention_scorer_width(self) -> int:
+        """The scorer's hidden width (``retention_scorer_hidden_size`` or ``hidden_size // 8``)."""
+        if self.retention_scorer_hidden_size is not None:
+            return self.retention_scorer_hidden_size
+        return max(1, self.hidden_size // 8)  # type: ignore[attr-defined]
+
+    def retention_layer_ratios(self) -> list[float]:
+        """The fraction of each example's real tokens that every layer processes at inference.
+
+        One entry per layer, non-increasing, 1.0 for ungated layers. The mean equals
+        ``retention_ratio`` (before the per-example ``ceil``).
+        """
+        self.validate_retention()
+        num_layers = self.num_hidden_layers  # type: ignore[attr-defined]
+        first = self.retention_first_gated_layer
+        schedule = self.retention_schedule
+        if isinstance(schedule, (list, tuple)):
+            return [float(ratio) for ratio in schedule]
+        if schedule == "learned" and self.retention_learned_schedule is not None:
+            return _rescale_to_budget(self.retention_learned_schedule, first, self.retention_ratio)
+        gated_ratio = (self.retention_ratio * num_layers - first) / (num_layers - first)
+        return [1.0] * first + [min(1.0, gated_ratio)] * (num_layers - first)
+
+
+def _rescale_to_budget(learned: list[float], first_gated: int, budget: float) -> list[float]:
+    """Scale the gated layers of a learned schedule so that the mean over layers equals ``budget``.
+
+    The learned schedule fixes the *shape* (how the budget is split over depth); the scale makes the
+    inference cost match the configured budget exactly, even if training ended slightly off budget.
+    """
+    num_layers = len(learned)
+    gated = [float(ratio) for ratio in learned[first_gated:]]
+    target = budget * num_layers - first_gated
+
+    def spent(scale: float) -> float:
+        return sum(min(1.0, scale * ratio) for ratio in gated)
+
+    low, high = 0.0, 1.0
+    while spent(high) < target and high < 1e6:
+        high *= 2.0
+    for _ in range(100):
+        middle = (low + high) / 2.0
+        low, high = (middle, high) if spent(middle) < target else (low, middle)
+    scaled = [min(1.0, high * ratio) for ratio in gated]
+    for index in range(1, len(scaled)):  # drops are permanent: never keep more than the layer before
+        scaled[index] = min(scaled[index], scaled[index - 1])
+    return [1.0] * first_gated + scaled
+
+
+@strict
+class RetentionBertConfig(RetentionConfig, BertConfig):
+    """A ``BertConfig`` with the Adaptive Retention settings of :class:`RetentionConfig`."""
+
+    model_type = "retention-bert"
+    base_model_type = "bert"
+
+
+@strict
+class RetentionRobertaConfig(RetentionConfig, RobertaConfig):
+    """A ``RobertaConfig`` with the Adaptive Retention settings of :class:`RetentionConfig`."""
+
+    model_type = "retention-roberta"
+    base_model_type = "roberta"
+
+
+__all__ = ["RetentionBertConfig", "RetentionConfig", "RetentionRobertaConfig"]

@@ -1,0 +1,162 @@
+"""The retention mechanism as pure tensor code: scorers, Hard-Concrete gates, per-example top-k,
+gather and restore.
+
+Nothing here knows about BERT or RoBERTa, so every piece can be unit-tested on random tensors and is
+shared by both model families. Copied next to the weights for ``trust_remote_code``: imports only
+``torch``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+# ---------------------------------------------------------------------------------------------- scorers
+def decayed_prefix_sum(values: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """Inclusive scan ``m_t = decay_t * m_{t-1} + values_t`` along dim 1, with ``m_{-1} = 0``.
+
+    Computed with a Hillis-Steele doubling scan: ``ceil(log2(T))`` vectorised steps instead of a
+    Python loop over ``T`` positions. Every factor is in ``[0, 1]``, so no step can overflow.
+
+    Args:
+        values: ``(batch, seq, dim)``.
+        decay: ``(batch, seq, 1)`` per-position decay in ``[0, 1]``.
+    """
+    total, factor = values, decay
+    seq_len = values.shape[1]
+    offset = 1
+    while offset < seq_len:
+        shifted_total = nn.functional.pad(total[:, :-offset], (0, 0, offset, 0))
+        shifted_factor = nn.functional.pad(factor[:, :-offset], (0, 0, offset, 0), value=1.0)
+        total = total + factor * shifted_total
+        factor = factor * shifted_factor
+        offset *= 2
+    return total
+
+
+class ContextScorer(nn.Module):
+    """The context-aware scorer of the paper's Eq. 3.
+
+    ``m_t = g m_{t-1} + (1 - g) h_t`` is a running summary of the tokens before ``t`` and
+    ``s_t = v^T tanh(W h_t + U m_{t-1}) + b``. The recurrence runs over the tokens that are still
+    alive: a dropped or padding token neither enters the summary nor advances its decay, so the score
+    of a token is the same whether the dead tokens are masked (training) or physically removed
+    (inference). Because ``U`` is linear, ``U m_{t-1}`` is the same scan applied to ``U h``, which keeps
+    the scan in the scorer's small width.
+    """
+
+    def __init__(self, hidden_size: int, scorer_size: int, decay: float):
+        super().__init__()
+        self.decay = float(decay)
+        self.token_proj = nn.Linear(hidden_size, scorer_size)  # W (and its bias)
+        self.context_proj = nn.Linear(hidden_size, scorer_size, bias=False)  # U
+        self.v = nn.Parameter(torch.zeros(scorer_size))
+        self.b = nn.Parameter(torch.zeros(()))
+
+    def forward(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """Return the logits ``s`` (``(batch, seq)``, float32) for ``hidden_states`` ``(batch, seq, hidden)``."""
+        token_term = self.token_proj(hidden_states).float()
+        projected = self.context_proj(hidden_states).float()
+        alive = alive.unsqueeze(-1).to(projected.dtype)
+        decay = torch.where(alive > 0, self.decay, 1.0)
+        summary = decayed_prefix_sum(projected * ((1.0 - self.decay) * alive), decay)
+        previous_summary = nn.functional.pad(summary[:, :-1], (0, 0, 1, 0))  # U m_{t-1}, with m_0 = 0
+        hidden = torch.tanh(token_term + previous_summary)
+        return hidden @ self.v.float() + self.b.float()
+
+
+class MLPScorer(nn.Module):
+    """The token-wise scorer drawn in the paper's Figure 1: ``d -> k -> 1`` with a ReLU."""
+
+    def __init__(self, hidden_size: int, scorer_size: int):
+        super().__init__()
+        self.token_proj = nn.Linear(hidden_size, scorer_size)
+        self.v = nn.Parameter(torch.zeros(scorer_size))
+        self.b = nn.Parameter(torch.zeros(()))
+
+    def forward(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        del alive  # token-wise: the other tokens play no role
+        hidden = nn.functional.relu(self.token_proj(hidden_states).float())
+        return hidden @ self.v.float() + self.b.float()
+
+
+# ---------------------------------------------------------------------------------------------- Hard-Concrete
+def hard_concrete_sample(log_alpha: torch.Tensor, beta: float, gamma: float, zeta: float) -> torch.Tensor:
+    """Sample relaxed gates in ``[0, 1]`` (the paper's Eq. 6); exact zeros and ones have positive mass."""
+    noise = torch.rand_like(log_alpha).clamp(1e-6, 1.0 - 1e-6)
+    relaxed = torch.sigmoid((log_alpha + torch.log(noise) - torch.log1p(-noise)) / beta)
+    return (relaxed * (zeta - gamma) + gamma).clamp(0.0, 1.0)
+
+
+def hard_concrete_keep_probability(log_alpha: torch.Tensor, beta: float, gamma: float, zeta: float) -> torch.Tensor:
+    """``P(z > 0)``: the probability that the sampled gate is not clamped to zero (Louizos et al., Eq. 12).
+
+    This is the expected cost of a token: a token whose gate is exactly zero is not processed.
+    """
+    return torch.sigmoid(log_alpha - beta * math.log(-gamma / zeta))
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def tokens_to_keep(real_lengths: torch.Tensor, protected_counts: torch.Tensor, ratio: float, min_tokens: int):
+    """Per-example number of slots kept at a layer with keep fraction ``ratio``.
+
+    ``ceil(ratio * T_i)`` (with a 1e-6 tolerance, so that 0.3 * 10 keeps 3, not 4), at least
+    ``min_tokens`` and every protected token, at most ``T_i``. A row with no real token keeps one slot
+    (its first position) so that tensor shapes stay valid.
+    """
+    lengths = real_lengths.to(torch.float64)
+    keep = torch.ceil(lengths * ratio - 1e-6).to(real_lengths.dtype)
+    keep = torch.maximum(keep, torch.clamp(protected_counts, min=0))
+    keep = torch.maximum(keep, torch.full_like(keep, min_tokens))
+    return torch.minimum(keep, real_lengths.clamp(min=1))
+
+
+def select_kept_slots(
+    scores: torch.Tensor, real: torch.Tensor, protected: torch.Tensor, keep: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose, per row, the ``keep[i]`` best slots by score, returned in their original order.
+
+    Protected slots always win, padding slots always lose, and ties go to the earlier slot (stable
+    sort), so the choice of a row never depends on the other rows of the batch or on how much padding
+    they add.
+
+    Args:
+        scores: ``(batch, n)`` scores of the current slots.
+        real: ``(batch, n)`` bool, the slot holds a real (non-padding) token.
+        protected: ``(batch, n)`` bool, the slot must be kept.
+        keep: ``(batch,)`` number of slots each row keeps.
+        width: ``max(keep)``, known on the host: the length of the new tensors.
+
+    Returns:
+        ``index`` ``(batch, width)``: the slots to gather, ascending within each row (rows with fewer
+        kept slots are padded with index 0); ``valid`` ``(batch, width)``: which gathered slots are kept.
+    """
+    key = scores.float().masked_fill(~real, -math.inf).masked_fill(protected, math.inf)
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :width]
+    slot = torch.arange(width, device=scores.device)
+    valid = slot.unsqueeze(0) < keep.unsqueeze(1)
+    sentinel = scores.shape[1]
+    index = torch.sort(torch.where(valid, order, sentinel), dim=1).values
+    return index.masked_fill(~valid, 0), valid
+
+
+def gather_slots(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[b, index[b, j]]`` for ``values`` of shape ``(batch, n)`` or ``(batch, n, dim)``."""
+    if values.dim() == 2:
+        return values.gather(1, index)
+    return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+
+
+def scatter_to_positions(full: torch.Tensor, compact: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Write ``compact`` ``(batch, n, dim)`` into ``full`` ``(batch, T, dim)`` at ``positions``.
+
+    Slots whose position is ``-1`` (padding) are ignored. Returns a new tensor (autograd-safe).
+    """
+    seq_len = full.shape[1]
+    target = torch.where(positions >= 0, positions, seq_len)  # padding slots go to a scratch column
+    padded = nn.functional.pad(full, (0, 0, 0, 1))
+    padded = padded.scatter(1, target.unsqueeze(-1).expand(-1, -1, full.shape[-1]), compact.to(full.dtype))
+    return padded[:, :seq_len]

@@ -1,0 +1,536 @@
+"""The retention mechanism, written once for every encoder family.
+
+Data path: input ids -> stock embeddings -> [score -> select (gather) -> stock layer]* ->
+restore (token-level heads only) -> stock head.
+
+``RetentionEncoder`` owns the stock layers (``encoder.layer.{i}``, so vanilla checkpoints load) and one
+scorer per gated layer (``encoder.gates.{i}``). It runs in one of three modes:
+
+* dense: retention disabled, numerically identical to the stock encoder;
+* soft (``model.train()``): full-length tensors, Hard-Concrete gates multiplied along depth, applied
+  to the hidden states and as a log-mask to the attention keys; returns the differentiable expected
+  keep ratios a trainer needs for the budget;
+* compact (``model.eval()``): at every gated layer each example keeps its top ``ceil(r_l * T_i)``
+  surviving tokens, which are gathered into shorter tensors, in order.
+
+The family modules (``modeling_retention_bert.py``, ``modeling_retention_roberta.py``) only plug in
+their stock embeddings, layers, pooler and heads through the mixins below. Imports stay relative so
+``trust_remote_code`` can copy the files next to the weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_retention import RetentionConfig
+from .gates import (
+    ContextScorer,
+    MLPScorer,
+    gather_slots,
+    hard_concrete_keep_probability,
+    hard_concrete_sample,
+    scatter_to_positions,
+    select_kept_slots,
+    tokens_to_keep,
+)
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+@dataclass
+class RetentionStatistics:
+    """What a retention forward pass reports besides the usual outputs.
+
+    Args:
+        kept_counts: ``(batch, num_layers)`` real tokens processed by each layer, per example.
+        kept_positions: In eval mode, one ``(batch, n_l)`` tensor per layer: the original position of
+            every token that layer processed, in order, ``-1`` in padding slots.
+        keep_ratio: ``(batch,)`` realised fraction of the dense token-layer work.
+        layer_keep_ratio: ``(batch, num_layers)`` realised fraction of each example's real tokens that
+            each layer processed.
+        expected_keep_ratio: ``(batch,)`` in training: the differentiable expected fraction of the
+            dense work under the sampled gates (the quantity the budget constrains).
+        expected_layer_keep_ratio: ``(batch, num_layers)`` in training: the same, per layer.
+    """
+
+    kept_counts: torch.LongTensor | None = None
+    kept_positions: tuple[torch.LongTensor, ...] | None = None
+    keep_ratio: torch.FloatTensor | None = None
+    layer_keep_ratio: torch.FloatTensor | None = None
+    expected_keep_ratio: torch.FloatTensor | None = None
+    expected_layer_keep_ratio: torch.FloatTensor | None = None
+
+    def retention_statistics(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in RetentionStatistics.__dataclass_fields__}
+
+
+@dataclass
+class RetentionModelOutput(RetentionStatistics, BaseModelOutputWithPooling):
+    """``BaseModelOutputWithPooling`` plus :class:`RetentionStatistics`.
+
+    In eval mode with retention active, ``last_hidden_state`` holds only the tokens the last layer
+    processed (``kept_positions[-1]`` says where they came from), unless the model was called with
+    ``restore_dropped_tokens=True``; ``hidden_states`` entries shrink with depth in the same way.
+    """
+
+
+@dataclass
+class RetentionSequenceClassifierOutput(RetentionStatistics, SequenceClassifierOutput):
+    """``SequenceClassifierOutput`` plus :class:`RetentionStatistics`."""
+
+
+@dataclass
+class RetentionTokenClassifierOutput(RetentionStatistics, TokenClassifierOutput):
+    """``TokenClassifierOutput`` plus :class:`RetentionStatistics`; logits cover every input position."""
+
+
+@dataclass
+class RetentionQuestionAnsweringModelOutput(RetentionStatistics, QuestionAnsweringModelOutput):
+    """``QuestionAnsweringModelOutput`` plus :class:`RetentionStatistics`; logits cover every input position."""
+
+
+@dataclass
+class _EncoderResult:
+    last_hidden_state: torch.Tensor
+    statistics: dict[str, object]
+
+
+# ---------------------------------------------------------------------------------------------- encoder
+def build_scorer(config: RetentionConfig) -> nn.Module:
+    if config.retention_scorer == "context":
+        return ContextScorer(config.hidden_size, config.retention_scorer_width, config.retention_scorer_decay)
+    return MLPScorer(config.hidden_size, config.retention_scorer_width)
+
+
+def additive_key_mask(gate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``log(gate)`` on the keys as an additive ``(batch, 1, 1, seq)`` mask; exact zeros become the dtype minimum.
+
+    Softmax weights then scale with the gate, so a fading token fades out of everyone's attention.
+    """
+    log_gate = torch.log(gate.clamp_min(1e-30))
+    log_gate = torch.where(gate > 0, log_gate, torch.finfo(dtype).min)
+    return log_gate.to(dtype)[:, None, None, :]
+
+
+class RetentionEncoder(nn.Module):
+    """Stock encoder layers with a gate (scorer) in front of every layer from ``retention_first_gated_layer`` on."""
+
+    def __init__(self, config: RetentionConfig, layer_class: type[nn.Module]):
+        super().__init__()
+        self.config = config
+        self.layer = nn.ModuleList([layer_class(config, layer_idx=i) for i in range(config.num_hidden_layers)])
+        self.gates = nn.ModuleDict({str(i): build_scorer(config) for i in config.retention_gated_layers})
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        protected: torch.Tensor,
+        restore_dropped_tokens: bool = False,
+        **kwargs,
+    ) -> _EncoderResult:
+        if not self.config.retention_enabled:
+            return self._dense_forward(hidden_states, attention_mask, **kwargs)
+        gated = self.config.retention_gated_layers
+        if [str(i) for i in gated] != list(self.gates.keys()):
+            raise ValueError(
+                f"retention_first_gated_layer={self.config.retention_first_gated_layer} does not match the gates this "
+                f"model was built with (before layers {list(self.gates.keys())}); rebuild the model to change it"
+            )
+        if self.training:
+            return self._soft_forward(hidden_states, attention_mask, protected, restore_dropped_tokens, **kwargs)
+        return self._compact_forward(hidden_states, attention_mask, protected, restore_dropped_tokens, **kwargs)
+
+    def _mask(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor | None:
+        return create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=padding_mask)
+
+    def _dense_forward(self, hidden_states, attention_mask, **kwargs) -> _EncoderResult:
+        mask = self._mask(hidden_states, attention_mask)
+        for layer in self.layer:
+            hidden_states = layer(hidden_states, mask, **kwargs)
+        real_lengths = attention_mask.sum(dim=1)
+        batch_size, num_layers = hidden_states.shape[0], len(self.layer)
+        ones = hidden_states.new_ones(batch_size, num_layers, dtype=torch.float32)
+        statistics = {
+            "kept_counts": real_lengths.long().unsqueeze(1).expand(batch_size, num_layers),
+            "keep_ratio": ones[:, 0],
+            "layer_keep_ratio": ones,
+        }
+        return _EncoderResult(hidden_states, statistics)
+
+    # -------------------------------------------------------------------------------- eval: gather
+    def _compact_forward(self, hidden_states, attention_mask, protected, restore, **kwargs) -> _EncoderResult:
+        config = self.config
+        real = attention_mask.bool()
+        real_lengths = real.sum(dim=1)
+        keep = torch.stack(
+            [
+                tokens_to_keep(real_lengths, protected.sum(dim=1), ratio, config.retention_min_tokens)
+                for ratio in config.retention_layer_ratios()
+            ],
+            dim=1,
+        )
+        keep_host = keep.tolist()  # the only host sync: every tensor length of the pass is known from here
+        previous = [max(1, length) for length in real_lengths.tolist()]
+
+        batch_size, seq_len = real.shape
+        positions = torch.arange(seq_len, device=real.device).expand(batch_size, seq_len)
+        mask = self._mask(hidden_states, attention_mask)
+        restored = hidden_states if restore else None
+        kept_positions = []
+        for index, layer in enumerate(self.layer):
+            row_keep = [row[index] for row in keep_host]
+            if str(index) in self.gates and any(k < p for k, p in zip(row_keep, previous, strict=True)):
+                scores = self.gates[str(index)](hidden_states, real)
+                slots, valid = select_kept_slots(scores, real, protected, keep[:, index], max(row_keep))
+                if restore:
+                    restored = scatter_to_positions(restored, hidden_states, positions)
+                hidden_states = gather_slots(hidden_states, slots)
+                positions = gather_slots(positions, slots).masked_fill(~valid, -1)
+                real = gather_slots(real, slots) & valid
+                protected = gather_slots(protected, slots) & valid
+                mask = self._mask(hidden_states, real)
+                previous = row_keep
+            kept_positions.append(positions.masked_fill(~real, -1))
+            hidden_states = layer(hidden_states, mask, **kwargs)
+        if restore:  # padding slots are restored too, so that rho = 1 reproduces the stock outputs everywhere
+            hidden_states = scatter_to_positions(restored, hidden_states, positions)
+
+        kept_counts = torch.minimum(keep, real_lengths.unsqueeze(1))
+        layer_keep_ratio = kept_counts.float() / real_lengths.clamp(min=1).unsqueeze(1).float()
+        statistics = {
+            "kept_counts": kept_counts,
+            "kept_positions": tuple(kept_positions),
+            "keep_ratio": layer_keep_ratio.mean(dim=1),
+            "layer_keep_ratio": layer_keep_ratio,
+        }
+        return _EncoderResult(hidden_states, statistics)
+
+    # -------------------------------------------------------------------------------- train: soft gates
+    def _soft_forward(self, hidden_states, attention_mask, protected, restore, **kwargs) -> _EncoderResult:
+        config = self.config
+        if config._attn_implementation not in ("eager", "sdpa"):
+            raise ValueError(
+                f"Training with retention applies the gates as an additive attention mask, which needs "
+                f"attn_implementation 'eager' or 'sdpa', got {config._attn_implementation!r}"
+            )
+        real = attention_mask.bool()
+        real_float = real.float()
+        real_lengths = real_float.sum(dim=1).clamp(min=1.0)
+        gate = real_float  # cumulative relaxed gate: products along depth, so a dropped token stays dropped
+        expected = real_float  # cumulative probability that the token is still processed
+        restored = torch.zeros_like(hidden_states) if restore else None
+        mask = self._mask(hidden_states, attention_mask)
+        layer_input = hidden_states
+        expected_layers, hard_counts = [], []
+        for index, layer in enumerate(self.layer):
+            if str(index) in self.gates:
+                log_alpha = self.gates[str(index)](hidden_states, gate > 0)
+                hc = (config.hard_concrete_beta, config.hard_concrete_gamma, config.hard_concrete_zeta)
+                sample = torch.where(protected, 1.0, hard_concrete_sample(log_alpha, *hc))
+                keep_probability = torch.where(protected, 1.0, hard_concrete_keep_probability(log_alpha, *hc))
+                new_gate = gate * sample
+                if restore:  # tokens leaving here carry their current representation (expected value)
+                    restored = restored + ((gate - new_gate).unsqueeze(-1) * hidden_states).to(hidden_states.dtype)
+                gate, expected = new_gate, expected * keep_probability
+                layer_input = hidden_states * gate.unsqueeze(-1).to(hidden_states.dtype)
+                mask = additive_key_mask(gate, hidden_states.dtype)
+            else:
+                layer_input = hidden_states
+            expected_layers.append((expected * real_float).sum(dim=1) / real_lengths)
+            hard_counts.append(((gate > 0) & real).sum(dim=1))
+            hidden_states = layer(layer_input, mask, **kwargs)
+        if restore:
+            hidden_states = restored + (gate.unsqueeze(-1) * hidden_states).to(hidden_states.dtype)
+
+        expected_layer_keep_ratio = torch.stack(expected_layers, dim=1)
+        kept_counts = torch.stack(hard_counts, dim=1)
+        layer_keep_ratio = kept_counts.float() / real_lengths.unsqueeze(1)
+        statistics = {
+            "kept_counts": kept_counts,
+            "keep_ratio": layer_keep_ratio.mean(dim=1),
+            "layer_keep_ratio": layer_keep_ratio,
+            "expected_keep_ratio": expected_layer_keep_ratio.mean(dim=1),
+            "expected_layer_keep_ratio": expected_layer_keep_ratio,
+        }
+        return _EncoderResult(hidden_states, statistics)
+
+
+# ---------------------------------------------------------------------------------------------- models
+class RetentionPreTrainedMixin:
+    """Behaviour shared by every retention model class; mixed in before the family's ``PreTrainedModel``."""
+
+    config: RetentionConfig
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)  # type: ignore[misc]
+        if isinstance(module, (ContextScorer, MLPScorer)):
+            init.normal_(module.v, mean=0.0, std=self.config.initializer_range)
+            init.constant_(module.b, self.config.retention_gate_init_bias)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as usual; when registered for an auto class, ``auto_map`` also lists the config and ``AutoModel``.
+
+        With that ``auto_map`` (and the code files that ``save_pretrained`` copies) the checkpoint loads
+        with ``trust_remote_code=True`` where retention_hf is not installed.
+        """
+        if self._auto_class is not None:  # type: ignore[attr-defined]
+            base = type(self.base_model) if self.base_model is not self else type(self)  # type: ignore[attr-defined]
+            config_class = type(self.config)
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoConfig": f"{config_class.__module__.split('.')[-1]}.{config_class.__name__}",
+                "AutoModel": f"{base.__module__.split('.')[-1]}.{base.__name__}",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
+
+
+def _check_encoder_config(model_class: type, config: RetentionConfig) -> None:
+    expected = model_class.config_class
+    # compare names too: trust_remote_code may import the config module twice, as two distinct classes
+    if not isinstance(config, expected) and type(config).__name__ != expected.__name__:
+        raise TypeError(f"{model_class.__name__} needs a {expected.__name__}, got {type(config).__name__}")
+    if config.is_decoder or config.add_cross_attention:
+        raise ValueError(
+            "Retention models are bidirectional encoders: is_decoder and add_cross_attention must be False"
+        )
+
+
+def _protected_positions(
+    config: RetentionConfig, input_ids: torch.Tensor | None, shape: tuple[int, int], device, protected_mask
+) -> torch.Tensor:
+    """Tokens that are never dropped: the first position, the configured token ids and ``protected_mask``."""
+    protected = torch.zeros(shape, dtype=torch.bool, device=device)
+    protected[:, 0] = True
+    if input_ids is not None and config.retention_protected_token_ids:
+        ids = torch.tensor(config.retention_protected_token_ids, device=device)
+        protected |= torch.isin(input_ids, ids)
+    if protected_mask is not None:
+        if protected_mask.shape != shape:
+            raise ValueError(f"protected_mask has shape {tuple(protected_mask.shape)}, expected {shape}")
+        protected |= protected_mask.bool()
+    return protected
+
+
+class RetentionModelMixin:
+    """The base model: stock embeddings -> :class:`RetentionEncoder` -> stock pooler.
+
+    Family classes set ``embeddings_class``, ``layer_class`` and ``pooler_class``.
+    """
+
+    embeddings_class: type[nn.Module]
+    layer_class: type[nn.Module]
+    pooler_class: type[nn.Module]
+
+    def __init__(self, config: RetentionConfig, add_pooling_layer: bool = True):
+        _check_encoder_config(type(self), config)
+        super().__init__(config)  # type: ignore[call-arg]
+        self.embeddings = self.embeddings_class(config)
+        self.encoder = RetentionEncoder(config, self.layer_class)
+        self.pooler = self.pooler_class(config) if add_pooling_layer else None
+        self.post_init()  # type: ignore[attr-defined]
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embeddings.word_embeddings = value
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        protected_mask: torch.Tensor | None = None,
+        restore_dropped_tokens: bool = False,
+        **kwargs,
+    ) -> RetentionModelOutput:
+        r"""
+        protected_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Tokens that must never be dropped (for example the question of an extractive-QA input), on top
+            of the first position and `config.retention_protected_token_ids`.
+        restore_dropped_tokens (`bool`, *optional*, defaults to `False`):
+            Return a full-length `last_hidden_state` in which every dropped token carries the
+            representation it had when it was dropped (what token-level heads need).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        embedding_output = self.embeddings(
+            input_ids=input_ids, position_ids=position_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds
+        )
+        shape = tuple(embedding_output.shape[:2])
+        if attention_mask is None:
+            attention_mask = torch.ones(shape, dtype=torch.long, device=embedding_output.device)
+        elif tuple(attention_mask.shape) != shape:
+            raise ValueError(
+                f"attention_mask must be a 2D padding mask of shape {shape} (batch, sequence), "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        protected = _protected_positions(self.config, input_ids, shape, embedding_output.device, protected_mask)
+        encoded = self.encoder(
+            embedding_output,
+            attention_mask=attention_mask,
+            protected=protected,
+            restore_dropped_tokens=restore_dropped_tokens,
+            **kwargs,
+        )
+        sequence_output = encoded.last_hidden_state
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        return RetentionModelOutput(
+            last_hidden_state=sequence_output, pooler_output=pooled_output, **encoded.statistics
+        )
+
+
+def _head_output(output_class, base_outputs: RetentionModelOutput, **fields):
+    return output_class(
+        hidden_states=base_outputs.hidden_states,
+        attentions=base_outputs.attentions,
+        **base_outputs.retention_statistics(),
+        **fields,
+    )
+
+
+class RetentionSequenceClassificationMixin:
+    """Sequence classification; the family class builds the head and implements ``classify``."""
+
+    def classify(self, outputs: RetentionModelOutput) -> torch.Tensor:
+        raise NotImplementedError
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        protected_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> RetentionSequenceClassifierOutput:
+        outputs = self.base_model(  # type: ignore[attr-defined]
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            protected_mask=protected_mask,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classify(outputs)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits, self.config, **kwargs)  # type: ignore[attr-defined]
+        return _head_output(RetentionSequenceClassifierOutput, outputs, loss=loss, logits=logits)
+
+
+class RetentionTokenClassificationMixin:
+    """Token classification on the restored full-length sequence; identical for every family."""
+
+    # the pooler of a full checkpoint is unused by token-level heads: loading it is not a mistake worth reporting
+    _keys_to_ignore_on_load_unexpected = [r"pooler\."]
+    base_model_class: type[nn.Module]
+
+    def __init__(self, config: RetentionConfig):
+        super().__init__(config)  # type: ignore[call-arg]
+        self.num_labels = config.num_labels
+        setattr(self, self.base_model_prefix, self.base_model_class(config, add_pooling_layer=False))  # type: ignore[attr-defined]
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()  # type: ignore[attr-defined]
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        protected_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> RetentionTokenClassifierOutput:
+        outputs = self.base_model(  # type: ignore[attr-defined]
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            protected_mask=protected_mask,
+            restore_dropped_tokens=True,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, self.config, **kwargs)  # type: ignore[attr-defined]
+        return _head_output(RetentionTokenClassifierOutput, outputs, loss=loss, logits=logits)
+
+
+class RetentionQuestionAnsweringMixin:
+    """Extractive QA (start/end logits over the restored full-length sequence); identical for every family."""
+
+    # the pooler of a full checkpoint is unused by token-level heads: loading it is not a mistake worth reporting
+    _keys_to_ignore_on_load_unexpected = [r"pooler\."]
+    base_model_class: type[nn.Module]
+
+    def __init__(self, config: RetentionConfig):
+        super().__init__(config)  # type: ignore[call-arg]
+        self.num_labels = config.num_labels
+        setattr(self, self.base_model_prefix, self.base_model_class(config, add_pooling_layer=False))  # type: ignore[attr-defined]
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()  # type: ignore[attr-defined]
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        protected_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> RetentionQuestionAnsweringModelOutput:
+        outputs = self.base_model(  # type: ignore[attr-defined]
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            protected_mask=protected_mask,
+            restore_dropped_tokens=True,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.qa_outputs(outputs.last_hidden_state)
+        start_logits, end_logits = (part.squeeze(-1).contiguous() for part in logits.split(1, dim=-1))
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions, **kwargs)  # type: ignore[attr-defined]
+        return _head_output(
+            RetentionQuestionAnsweringModelOutput, outputs, loss=loss, start_logits=start_logits, end_logits=end_logits
+        )

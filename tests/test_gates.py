@@ -1,0 +1,166 @@
+"""The pure tensor pieces of the mechanism, against hand-computed values and naive references."""
+
+import math
+
+import pytest
+import torch
+
+from retention_hf.gates import (
+    ContextScorer,
+    MLPScorer,
+    decayed_prefix_sum,
+    gather_slots,
+    hard_concrete_keep_probability,
+    hard_concrete_sample,
+    scatter_to_positions,
+    select_kept_slots,
+    tokens_to_keep,
+)
+
+
+def loop_prefix_sum(values, decay):
+    out, state = [], torch.zeros_like(values[:, 0])
+    for t in range(values.shape[1]):
+        state = decay[:, t] * state + values[:, t]
+        out.append(state)
+    return torch.stack(out, dim=1)
+
+
+@pytest.mark.parametrize("seq_len", [1, 2, 7, 64, 513])
+def test_decayed_prefix_sum_matches_python_loop(seq_len):
+    torch.manual_seed(0)
+    values = torch.randn(3, seq_len, 5, dtype=torch.float64)
+    decay = torch.rand(3, seq_len, 1, dtype=torch.float64)
+    torch.testing.assert_close(decayed_prefix_sum(values, decay), loop_prefix_sum(values, decay), atol=1e-10, rtol=0)
+
+
+def eq3_reference(scorer: ContextScorer, hidden: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 written literally: m_t = g m_{t-1} + (1-g) h_t, s_t = v^T tanh(W h_t + U m_{t-1}) + b."""
+    g = scorer.decay
+    summary = torch.zeros(hidden.shape[0], hidden.shape[-1])
+    scores = []
+    for t in range(hidden.shape[1]):
+        h_t = hidden[:, t]
+        pre = scorer.token_proj(h_t) + scorer.context_proj(summary)
+        scores.append(torch.tanh(pre) @ scorer.v + scorer.b)
+        summary = g * summary + (1 - g) * h_t
+    return torch.stack(scores, dim=1)
+
+
+def test_context_scorer_is_eq3():
+    torch.manual_seed(0)
+    scorer = ContextScorer(hidden_size=16, scorer_size=8, decay=0.7)
+    torch.nn.init.normal_(scorer.v)
+    hidden = torch.randn(2, 11, 16)
+    alive = torch.ones(2, 11, dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(scorer(hidden, alive), eq3_reference(scorer, hidden), atol=1e-5, rtol=0)
+
+
+def test_context_scorer_skips_dead_tokens():
+    """Scores of the living tokens are the same whether the dead ones are masked or removed."""
+    torch.manual_seed(0)
+    scorer = ContextScorer(hidden_size=16, scorer_size=8, decay=0.5)
+    torch.nn.init.normal_(scorer.v)
+    hidden = torch.randn(1, 10, 16)
+    alive = torch.tensor([[1, 0, 1, 1, 0, 0, 1, 0, 1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        masked = scorer(hidden, alive)[alive]
+        compact_hidden = hidden[:, alive[0]]
+        compact = scorer(compact_hidden, torch.ones(1, compact_hidden.shape[1], dtype=torch.bool))[0]
+    torch.testing.assert_close(masked, compact, atol=1e-6, rtol=0)
+
+
+def test_context_scorer_ignores_trailing_padding():
+    torch.manual_seed(0)
+    scorer = ContextScorer(hidden_size=8, scorer_size=4, decay=0.9)
+    hidden = torch.randn(1, 6, 8)
+    padded = torch.cat([hidden, torch.randn(1, 3, 8)], dim=1)
+    alive = torch.tensor([[1] * 6 + [0] * 3], dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(scorer(padded, alive)[:, :6], scorer(hidden, alive[:, :6]), atol=1e-6, rtol=0)
+
+
+def test_mlp_scorer_is_tokenwise():
+    torch.manual_seed(0)
+    scorer = MLPScorer(hidden_size=8, scorer_size=4)
+    torch.nn.init.normal_(scorer.v)
+    hidden = torch.randn(2, 5, 8)
+    alive = torch.ones(2, 5, dtype=torch.bool)
+    with torch.no_grad():
+        expected = torch.relu(scorer.token_proj(hidden)) @ scorer.v + scorer.b
+        torch.testing.assert_close(scorer(hidden, alive), expected)
+        torch.testing.assert_close(scorer(hidden[:, 2:3], alive[:, :1]), expected[:, 2:3])
+
+
+def test_hard_concrete_range_and_exact_zeros_and_ones():
+    torch.manual_seed(0)
+    log_alpha = torch.tensor([-8.0, 0.0, 8.0]).repeat(2000, 1)
+    gates = hard_concrete_sample(log_alpha, beta=0.66, gamma=-0.1, zeta=1.1)
+    assert gates.min() >= 0.0 and gates.max() <= 1.0
+    assert (gates[:, 0] == 0).float().mean() > 0.99  # strongly negative: clamped to exactly 0
+    assert (gates[:, 2] == 1).float().mean() > 0.99  # strongly positive: clamped to exactly 1
+    assert 0.1 < (gates[:, 1] == 0).float().mean() < 0.5
+
+
+def test_hard_concrete_keep_probability_matches_sampling():
+    torch.manual_seed(0)
+    log_alpha = torch.tensor([-2.0, -0.5, 0.0, 1.0, 2.5])
+    samples = hard_concrete_sample(log_alpha.repeat(40000, 1), beta=0.66, gamma=-0.1, zeta=1.1)
+    empirical = (samples > 0).float().mean(dim=0)
+    expected = hard_concrete_keep_probability(log_alpha, beta=0.66, gamma=-0.1, zeta=1.1)
+    torch.testing.assert_close(empirical, expected, atol=0.01, rtol=0)
+    # closed form: sigmoid(log_alpha - beta * log(-gamma / zeta))
+    assert expected[2].item() == pytest.approx(1 / (1 + math.exp(0.66 * math.log(0.1 / 1.1))))
+
+
+def test_tokens_to_keep():
+    lengths = torch.tensor([10, 10, 7, 3, 0, 512])
+    protected = torch.tensor([1, 5, 1, 1, 1, 1])
+    assert tokens_to_keep(lengths, protected, 0.3, 1).tolist() == [3, 5, 3, 1, 1, 154]
+    assert tokens_to_keep(lengths, protected, 1.0, 1).tolist() == [10, 10, 7, 3, 1, 512]
+    assert tokens_to_keep(lengths, protected, 0.3, 4).tolist() == [4, 5, 4, 3, 1, 154]
+
+
+def test_select_kept_slots_hand_built():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.7, 0.2, 0.0], [0.3, 0.3, 0.3, 0.8, 0.0, 0.0]])
+    real = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], dtype=torch.bool)
+    protected = torch.zeros_like(real)
+    protected[:, 0] = True
+    keep = torch.tensor([3, 3])
+    index, valid = select_kept_slots(scores, real, protected, keep, width=3)
+    # row 0: slot 0 is protected, then the best two (1: 0.9, 3: 0.7), in order
+    # row 1: slot 0 protected, slot 3 (0.8), then the tie 0.3/0.3 goes to the earlier slot 1
+    assert index.tolist() == [[0, 1, 3], [0, 1, 3]]
+    assert valid.all()
+
+
+def test_select_kept_slots_ragged_and_padding_invariant():
+    torch.manual_seed(0)
+    scores = torch.randn(2, 8)
+    real = torch.tensor([[1] * 8, [1] * 5 + [0] * 3], dtype=torch.bool)
+    protected = torch.zeros_like(real)
+    keep = torch.tensor([4, 2])
+    index, valid = select_kept_slots(scores, real, protected, keep, width=4)
+    assert valid.tolist() == [[True] * 4, [True, True, False, False]]
+    kept_row1 = index[1][valid[1]].tolist()
+    assert kept_row1 == sorted(torch.topk(scores[1, :5], 2).indices.tolist())
+    # the same row with more padding chooses the same slots
+    wider = torch.cat([scores[1:], torch.randn(1, 4)], dim=1)
+    wider_real = torch.cat([real[1:], torch.zeros(1, 4, dtype=torch.bool)], dim=1)
+    index2, valid2 = select_kept_slots(wider, wider_real, torch.zeros_like(wider_real), keep[1:], width=2)
+    assert index2[0][valid2[0]].tolist() == kept_row1
+
+
+def test_gather_and_scatter_round_trip():
+    values = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    index = torch.tensor([[0, 2, 4], [1, 3, 0]])
+    gathered = gather_slots(values, index)
+    assert gathered[1, 1].tolist() == values[1, 3].tolist()
+    full = torch.zeros_like(values)
+    positions = torch.tensor([[0, 2, 4], [1, 3, -1]])  # -1: a padding slot, ignored
+    restored = scatter_to_positions(full, gathered, positions)
+    assert restored[0, 2].tolist() == values[0, 2].tolist()
+    assert restored[1, 3].tolist() == values[1, 3].tolist()
+    assert restored[1, 0].abs().sum() == 0 and restored[0, 1].abs().sum() == 0
+    assert restored.shape == values.shape

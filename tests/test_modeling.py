@@ -1,0 +1,454 @@
+"""Behaviour of the retention models, run once per family (BERT and RoBERTa) on tiny random configs."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from math import ceil
+
+import pytest
+import torch
+from huggingface_hub.errors import StrictDataclassFieldValidationError
+
+import retention_hf.modeling_retention as modeling
+from retention_hf.gates import tokens_to_keep
+
+from families import FAMILIES
+
+
+TASKS = ["base", "sequence", "token", "qa"]
+
+
+@pytest.fixture(params=FAMILIES, ids=lambda family: family.name)
+def family(request):
+    return request.param
+
+
+def primary_output(outputs):
+    if getattr(outputs, "logits", None) is not None:
+        return outputs.logits
+    if getattr(outputs, "start_logits", None) is not None:
+        return torch.stack([outputs.start_logits, outputs.end_logits], dim=-1)
+    return outputs.last_hidden_state
+
+
+def make_model(family, task="base", attn_implementation="eager", seed=0, **config):
+    torch.manual_seed(seed)
+    if task == "qa":
+        config.setdefault("num_labels", 2)
+    model_class = family.classes[task][0]
+    return model_class(family.config(attn_implementation=attn_implementation, **config)).eval()
+
+
+def stock_checkpoint(family, task, tmp_path):
+    """A vanilla (stock transformers) checkpoint with random weights, saved to disk."""
+    torch.manual_seed(1)
+    num_labels = 2 if task == "qa" else 3
+    stock = family.classes[task][1](family.stock_config(attn_implementation="eager", num_labels=num_labels)).eval()
+    path = tmp_path / f"stock-{family.name}-{task}"
+    stock.save_pretrained(path)
+    return stock, path
+
+
+def layer_input_lengths(model, inputs):
+    """Sequence length seen by every ``encoder.layer[i]``, recorded with forward hooks."""
+    lengths = {}
+    hooks = [
+        layer.register_forward_hook(lambda module, args, output, i=i: lengths.__setitem__(i, args[0].shape[1]))
+        for i, layer in enumerate(model.base_model.encoder.layer)
+    ]
+    with torch.no_grad():
+        outputs = model(**inputs)
+    for hook in hooks:
+        hook.remove()
+    return [lengths[i] for i in range(len(lengths))], outputs
+
+
+def exact_keep(length: int, ratio: Fraction, minimum: int = 1, protected: int = 1) -> int:
+    return min(max(ceil(ratio * length), minimum, protected), max(length, 1))
+
+
+# ---------------------------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("task", TASKS)
+def test_vanilla_checkpoint_loads_and_matches_stock(family, task, tmp_path):
+    stock, path = stock_checkpoint(family, task, tmp_path)
+    model_class = family.classes[task][0]
+    inputs = family.inputs([9, 6, 3], seq_len=12)
+    with torch.no_grad():
+        expected = primary_output(stock(**inputs))
+    for overrides in ({"retention_enabled": False}, {"retention_ratio": 1.0}):
+        model, info = model_class.from_pretrained(path, output_loading_info=True, **overrides)
+        model.eval()
+        assert not info["unexpected_keys"]
+        assert info["missing_keys"], "the gates are new weights"
+        assert all(key.split("encoder.gates.")[0] in ("", f"{family.name}.") for key in info["missing_keys"]), info[
+            "missing_keys"
+        ]
+        assert model.config.model_type == f"retention-{family.name}"
+        with torch.no_grad():
+            outputs = model(**inputs)
+        torch.testing.assert_close(primary_output(outputs), expected, atol=1e-5, rtol=0)
+        if task == "base":
+            torch.testing.assert_close(outputs.pooler_output, stock(**inputs).pooler_output, atol=1e-5, rtol=0)
+        assert outputs.kept_counts.tolist() == [[9] * 4, [6] * 4, [3] * 4]
+
+
+# ---------------------------------------------------------------------------------------------- eval: compact
+def test_layer_input_lengths_follow_the_schedule(family):
+    schedule = [1.0, 0.7, 0.5, 0.3]
+    model = make_model(family, retention_schedule=schedule, retention_ratio=sum(schedule) / 4)
+    lengths = [30, 17, 9, 4, 1]
+    inputs = family.inputs(lengths, seq_len=32)
+    seen, outputs = layer_input_lengths(model, inputs)
+    expected_counts = [[exact_keep(t, Fraction(str(r))) for r in schedule] for t in lengths]
+    assert outputs.kept_counts.tolist() == expected_counts
+    # layer 0 is ungated and runs on the padded batch; then the longest kept row sets the width
+    assert seen == [32] + [max(row[i] for row in expected_counts) for i in range(1, 4)]
+    for i, positions in enumerate(outputs.kept_positions):
+        assert positions.shape == (len(lengths), seen[i])
+        assert (positions >= 0).sum(dim=1).tolist() == [row[i] for row in expected_counts]
+
+
+@pytest.mark.parametrize("first_gated", [0, 1])
+@pytest.mark.parametrize("ratio", [0.5, 0.3])
+def test_uniform_schedule_kept_counts(family, first_gated, ratio):
+    model = make_model(family, retention_ratio=ratio, retention_first_gated_layer=first_gated)
+    model.config.retention_schedule = "uniform"
+    lengths = [40, 23, 11, 2]
+    seen, outputs = layer_input_lengths(model, family.inputs(lengths, seq_len=40))
+    gated = (Fraction(str(ratio)) * 4 - first_gated) / (4 - first_gated)
+    per_layer = [Fraction(1)] * first_gated + [gated] * (4 - first_gated)
+    expected = [[exact_keep(t, r) for r in per_layer] for t in lengths]
+    assert outputs.kept_counts.tolist() == expected
+    assert seen[first_gated] == max(row[first_gated] for row in expected)
+    realised = outputs.keep_ratio
+    assert torch.all(realised >= ratio - 1e-6)  # ceil never spends less than the budget
+
+
+def test_cls_kept_order_preserved_and_drops_permanent(family):
+    model = make_model(family, retention_ratio=0.3, retention_first_gated_layer=0)
+    outputs = model(**family.inputs([25, 18, 7], seq_len=25))
+    previous = None
+    for positions in outputs.kept_positions:
+        assert torch.all(positions[:, 0] == 0), "the first token ([CLS] / <s>) is always kept"
+        for row in positions:
+            kept = row[row >= 0].tolist()
+            assert kept == sorted(kept) and len(set(kept)) == len(kept)
+        if previous is not None:
+            for before, after in zip(previous, positions, strict=True):
+                assert set(after[after >= 0].tolist()) <= set(before[before >= 0].tolist())
+        previous = positions
+
+
+def test_restore_puts_tokens_back(family):
+    model = make_model(family, retention_ratio=0.4, retention_first_gated_layer=1)
+    inputs = family.inputs([20, 13, 6], seq_len=20)
+    with torch.no_grad():
+        compact = model(**inputs, output_hidden_states=True)
+        restored = model(**inputs, restore_dropped_tokens=True).last_hidden_state
+    assert restored.shape == (3, 20, 32)
+    final = compact.kept_positions[-1]
+    for row in range(3):
+        for slot, position in enumerate(final[row].tolist()):
+            if position >= 0:  # every kept token is back at its original position
+                torch.testing.assert_close(restored[row, position], compact.last_hidden_state[row, slot])
+    # a token dropped before layer l carries the representation it had entering layer l
+    for layer in range(1, 4):
+        before, after = compact.kept_positions[layer - 1], compact.kept_positions[layer]
+        states = compact.hidden_states[layer]  # output of layer l-1, slots aligned with `before`
+        for row in range(3):
+            survivors = set(after[row].tolist())
+            for slot, position in enumerate(before[row].tolist()):
+                if position >= 0 and position not in survivors:
+                    torch.testing.assert_close(restored[row, position], states[row, slot])
+
+
+@pytest.mark.parametrize("task", ["sequence", "token", "qa"])
+def test_batch_invariance(family, task):
+    model = make_model(family, task, retention_ratio=0.4)
+    lengths = [23, 9, 16, 3]
+    batch = family.inputs(lengths, seq_len=23, seed=3)
+    with torch.no_grad():
+        batched = model(**batch)
+        for row, length in enumerate(lengths):
+            alone = model(**{k: v[row : row + 1, :length] for k, v in batch.items()})
+            for layer, positions in enumerate(alone.kept_positions):
+                kept_alone = positions[0][positions[0] >= 0].tolist()
+                kept_batch = batched.kept_positions[layer][row]
+                assert kept_alone == kept_batch[kept_batch >= 0].tolist()
+            if task == "sequence":
+                torch.testing.assert_close(batched.logits[row], alone.logits[0], atol=1e-5, rtol=0)
+            else:
+                torch.testing.assert_close(
+                    primary_output(batched)[row, :length], primary_output(alone)[0], atol=1e-5, rtol=0
+                )
+
+
+def test_protected_tokens_survive(family):
+    protected_id = 7
+    model = make_model(
+        family, retention_ratio=0.3, retention_first_gated_layer=0, retention_protected_token_ids=[protected_id]
+    )
+    inputs = family.inputs([30, 20], seq_len=30)
+    inputs["input_ids"][0, [5, 17, 29]] = protected_id
+    inputs["input_ids"][1, 11] = protected_id
+    protected_mask = torch.zeros(2, 30, dtype=torch.bool)
+    protected_mask[1, 2:8] = True  # e.g. a question segment
+    outputs = model(**inputs, protected_mask=protected_mask)
+    for positions in outputs.kept_positions:
+        assert {0, 5, 17, 29} <= set(positions[0].tolist())
+        assert {0, 2, 3, 4, 5, 6, 7, 11} == set(positions[1].tolist()) - {-1}
+    # row 0 keeps ceil(0.3 * 30) = 9 (4 of them protected); row 1 has 8 protected tokens, more than
+    # ceil(0.3 * 20) = 6: protection wins over the budget
+    assert outputs.kept_counts[:, 1].tolist() == [9, 8]
+
+
+def test_min_tokens_and_short_rows(family):
+    model = make_model(family, retention_ratio=0.3, retention_first_gated_layer=0, retention_min_tokens=4)
+    outputs = model(**family.inputs([30, 5, 3, 1], seq_len=30))
+    assert outputs.kept_counts[:, -1].tolist() == [9, 4, 3, 1]
+    assert torch.isfinite(outputs.last_hidden_state).all()
+
+
+# ---------------------------------------------------------------------------------------------- train: soft gates
+def test_training_outputs_carry_differentiable_budget_terms(family):
+    model = make_model(family, "sequence", retention_ratio=0.5).train()
+    outputs = model(**family.inputs([12, 7, 3], seq_len=12), labels=torch.tensor([0, 1, 2]))
+    assert outputs.expected_keep_ratio.shape == (3,)
+    assert outputs.expected_layer_keep_ratio.shape == (3, 4)
+    assert outputs.expected_keep_ratio.requires_grad
+    per_layer = outputs.expected_layer_keep_ratio
+    assert torch.all(per_layer[:, 0] == 1.0), "layer 0 is ungated by default"
+    assert torch.all(per_layer[:, 1:] <= per_layer[:, :-1] + 1e-6), "keep probabilities multiply along depth"
+    assert torch.all((per_layer > 0) & (per_layer <= 1))
+    torch.testing.assert_close(outputs.expected_keep_ratio, per_layer.mean(dim=1))
+    assert torch.all(outputs.kept_counts[:, 1:] <= outputs.kept_counts[:, :-1])
+    (outputs.loss + outputs.expected_keep_ratio.mean()).backward()
+    for name, parameter in model.named_parameters():
+        if ".gates." in name:
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_expected_ratio_is_normalised_per_example_over_real_tokens(family):
+    """The first gate's expected keep ratio of a row does not depend on padding or neighbours."""
+    model = make_model(family, retention_ratio=0.5, retention_first_gated_layer=0).train()
+    batch = family.inputs([14, 5], seq_len=14, seed=4)
+    batched = model(**batch).expected_layer_keep_ratio[:, 0]
+    alone = model(**{k: v[1:, :5] for k, v in batch.items()}).expected_layer_keep_ratio[:, 0]
+    torch.testing.assert_close(batched[1:], alone, atol=1e-6, rtol=0)
+
+
+def fixed_gates(dropped: set[int]):
+    """A stand-in for the Hard-Concrete sampler: every gate 1, except 0 at the given positions."""
+
+    def sample(log_alpha, *args):
+        gates = torch.ones_like(log_alpha)
+        for position in dropped:
+            if position < gates.shape[1]:
+                gates[:, position] = 0.0
+        return gates
+
+    return sample
+
+
+def test_soft_drop_equals_physical_removal(family, monkeypatch):
+    """A token whose gate is exactly 0 in training is as good as absent: same outputs as removing it."""
+    model = make_model(family, "token", retention_ratio=0.5, retention_first_gated_layer=0).train()
+    inputs = family.inputs([10], seq_len=10, seed=5)
+    dropped = {3, 4, 8}
+    kept = [i for i in range(10) if i not in dropped]
+    position_ids = torch.arange(10).unsqueeze(0) + (2 if family.name == "roberta" else 0)
+
+    monkeypatch.setattr(modeling, "hard_concrete_sample", fixed_gates(dropped))
+    masked = model(**inputs, position_ids=position_ids).logits[0, kept]
+    monkeypatch.setattr(modeling, "hard_concrete_sample", fixed_gates(set()))
+    removed = model(
+        input_ids=inputs["input_ids"][:, kept],
+        attention_mask=inputs["attention_mask"][:, kept],
+        position_ids=position_ids[:, kept],
+    ).logits[0]
+    torch.testing.assert_close(masked, removed, atol=1e-5, rtol=0)
+
+
+def test_dropped_tokens_stay_dropped_in_training(family, monkeypatch):
+    model = make_model(family, retention_ratio=0.5, retention_first_gated_layer=0).train()
+    calls = {"n": 0}
+
+    def sample(log_alpha, *args):  # drop token 2 at the first gate, token 5 at the third
+        gates = torch.ones_like(log_alpha)
+        gates[:, {0: 2, 2: 5}.get(calls["n"], 0)] = 0.0 if calls["n"] in (0, 2) else 1.0
+        calls["n"] += 1
+        return gates
+
+    monkeypatch.setattr(modeling, "hard_concrete_sample", sample)
+    inputs_seen = []
+    hooks = [layer.register_forward_hook(lambda m, a, o: inputs_seen.append(a[0][0])) for layer in model.encoder.layer]
+    outputs = model(**family.inputs([8], seq_len=8))
+    for hook in hooks:
+        hook.remove()
+    zero_rows = [set(torch.nonzero(x.abs().sum(-1) == 0).flatten().tolist()) for x in inputs_seen]
+    assert zero_rows == [{2}, {2}, {2, 5}, {2, 5}]
+    assert outputs.kept_counts.tolist() == [[7, 7, 6, 6]]
+
+
+# ---------------------------------------------------------------------------------------------- attention backends etc.
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_eager_equals_sdpa(family, mode):
+    eager = make_model(family, "sequence", "eager", retention_ratio=0.4)
+    sdpa = make_model(family, "sequence", "sdpa", retention_ratio=0.4)
+    sdpa.load_state_dict(eager.state_dict())
+    inputs = family.inputs([16, 10, 4], seq_len=16)
+    outputs = []
+    for model in (eager, sdpa):
+        model.train(mode == "train")
+        torch.manual_seed(0)
+        outputs.append(model(**inputs))
+    torch.testing.assert_close(outputs[0].logits, outputs[1].logits, atol=1e-5, rtol=0)
+    assert outputs[0].kept_counts.tolist() == outputs[1].kept_counts.tolist()
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(family):
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model(family, "sequence", retention_ratio=0.5).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        torch.manual_seed(0)
+        outputs = model(**family.inputs([12, 8], seq_len=12), labels=torch.tensor([1, 2]))
+        (outputs.loss + outputs.expected_keep_ratio.mean()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    gate_grads = [name for name in grads[1] if ".gates." in name]
+    assert len(gate_grads) == 3 * 5  # three gated layers, five parameters each (W and its bias, U, v, b)
+    assert all(grads[1][name].abs().sum() > 0 for name in gate_grads)
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_bf16_autocast(family, mode):
+    model = make_model(family, "sequence", "sdpa", retention_ratio=0.5).train(mode == "train")
+    inputs = family.inputs([14, 6], seq_len=14)
+    reference = model(**inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(**inputs)
+    assert torch.isfinite(outputs.logits).all()
+    assert outputs.kept_counts.shape == reference.kept_counts.shape
+    if mode == "eval":
+        assert outputs.kept_counts.tolist() == reference.kept_counts.tolist()
+        torch.testing.assert_close(outputs.logits.float(), reference.logits, atol=0.1, rtol=0)
+
+
+def test_torch_compile_runs(family):
+    model = make_model(family, "sequence", "sdpa", retention_ratio=0.5)
+    inputs = family.inputs([14, 6], seq_len=14)
+    with torch.no_grad():
+        expected = model(**inputs)
+        compiled = torch.compile(model)(**inputs)
+    torch.testing.assert_close(compiled.logits, expected.logits, atol=1e-5, rtol=0)
+    assert compiled.kept_counts.tolist() == expected.kept_counts.tolist()
+
+
+def test_hidden_states_and_attentions_follow_the_kept_lengths(family):
+    model = make_model(family, retention_ratio=0.5)
+    outputs = model(**family.inputs([12, 5], seq_len=12), output_hidden_states=True, output_attentions=True)
+    widths = [positions.shape[1] for positions in outputs.kept_positions]
+    assert [h.shape[1] for h in outputs.hidden_states] == [12] + widths
+    assert [a.shape[-1] for a in outputs.attentions] == widths
+
+
+# ---------------------------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("seq_len", [1, 2])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_very_short_sequences(family, seq_len, mode):
+    model = make_model(family, "sequence", retention_ratio=0.3, retention_first_gated_layer=0).train(mode == "train")
+    outputs = model(**family.inputs([seq_len, 1], seq_len=seq_len))
+    assert outputs.logits.shape == (2, 3) and torch.isfinite(outputs.logits).all()
+    if mode == "eval":
+        assert outputs.kept_counts.tolist() == [[1] * 4, [1] * 4]
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_all_padding_rows(family, mode):
+    model = make_model(family, "token", retention_ratio=0.5).train(mode == "train")
+    inputs = family.inputs([9, 0, 4], seq_len=9)
+    outputs = model(**inputs)
+    assert torch.isfinite(outputs.logits).all()
+    assert outputs.kept_counts[1].tolist() == [0, 0, 0, 0]
+    assert outputs.keep_ratio[1].item() == 0.0
+    if mode == "eval":  # the empty row does not disturb its neighbours
+        alone = model(**{k: v[:1] for k, v in inputs.items()})
+        torch.testing.assert_close(outputs.logits[0], alone.logits[0], atol=1e-5, rtol=0)
+
+
+def test_inputs_embeds_equal_input_ids(family):
+    model = make_model(family, "sequence", retention_ratio=0.4)
+    inputs = family.inputs([12, 7], seq_len=12)
+    from_ids = model(**inputs)
+    embeds = model.get_input_embeddings()(inputs["input_ids"])
+    kwargs = {"inputs_embeds": embeds, "attention_mask": inputs["attention_mask"]}
+    if family.name == "roberta":  # RoBERTa derives positions from the ids; give them explicitly
+        mask = inputs["attention_mask"]
+        kwargs["position_ids"] = (torch.cumsum(mask, dim=1) * mask + family.pad_token_id).long()
+    from_embeds = model(**kwargs)
+    torch.testing.assert_close(from_embeds.logits, from_ids.logits, atol=1e-5, rtol=0)
+    assert from_embeds.kept_counts.tolist() == from_ids.kept_counts.tolist()
+
+
+def test_explicit_token_type_and_position_ids(family, tmp_path):
+    stock, path = stock_checkpoint(family, "sequence", tmp_path)
+    model = family.classes["sequence"][0].from_pretrained(path, retention_enabled=False).eval()
+    inputs = family.inputs([10, 6], seq_len=10)
+    inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+    if family.name == "bert":
+        inputs["token_type_ids"][:, 5:] = 1
+    inputs["position_ids"] = torch.arange(10).flip(0).unsqueeze(0).expand(2, 10) + 2
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, stock(**inputs).logits, atol=1e-5, rtol=0)
+        model.config.retention_enabled = True
+        model.config.retention_ratio = 0.5
+        with_ids = model(**inputs)
+        inputs["position_ids"] = inputs["position_ids"].flip(1)
+        assert not torch.allclose(model(**inputs).logits, with_ids.logits)
+
+
+def test_invalid_inputs_raise_clear_errors(family):
+    model = make_model(family, retention_ratio=0.5)
+    inputs = family.inputs([6, 4], seq_len=6)
+    with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
+        model(input_ids=inputs["input_ids"], inputs_embeds=torch.zeros(2, 6, 32))
+    with pytest.raises(ValueError, match=r"2D padding mask of shape \(2, 6\)"):
+        model(input_ids=inputs["input_ids"], attention_mask=torch.ones(2, 1, 6, 6))
+    with pytest.raises(ValueError, match=r"protected_mask has shape \(2, 5\)"):
+        model(**inputs, protected_mask=torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(
+        StrictDataclassFieldValidationError, match=r"retention_ratio must be a number in \(0, 1\], got 1.5"
+    ):
+        model.config.retention_ratio = 1.5
+    with pytest.raises(StrictDataclassFieldValidationError, match="got -0.2"):
+        model.config.retention_ratio = -0.2
+    assert model.config.retention_ratio == 0.5  # a rejected value leaves the config untouched
+
+
+def test_wrong_config_type_is_rejected(family):
+    base = family.classes["base"][0]
+    with pytest.raises(
+        TypeError,
+        match=f"{base.__name__} needs a {family.config_class.__name__}, got {family.stock_config_class.__name__}",
+    ):
+        base(family.stock_config())
+    other = [f for f in FAMILIES if f is not family][0]
+    with pytest.raises(TypeError, match=f"got {other.config_class.__name__}"):
+        family.classes["sequence"][0](other.config())
+
+
+def test_training_needs_a_maskable_attention(family):
+    model = make_model(family, retention_ratio=0.5).train()
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="needs attn_implementation 'eager' or 'sdpa'"):
+        model(**family.inputs([5], seq_len=5))
+
+
+def test_tokens_to_keep_matches_exact_arithmetic():
+    lengths = torch.arange(0, 513)
+    for ratio in ("0.3", "0.5", "0.16", "0.7", "1"):
+        expected = [exact_keep(int(t), Fraction(ratio)) for t in lengths]
+        assert tokens_to_keep(lengths, torch.ones_like(lengths), float(ratio), 1).tolist() == expected
