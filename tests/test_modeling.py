@@ -49,14 +49,14 @@ def stock_checkpoint(family, task, tmp_path):
     return stock, path
 
 
-def layer_input_lengths(model, inputs):
+def layer_input_lengths(model, inputs, grad=False):
     """Sequence length seen by every ``encoder.layer[i]``, recorded with forward hooks."""
     lengths = {}
     hooks = [
         layer.register_forward_hook(lambda module, args, output, i=i: lengths.__setitem__(i, args[0].shape[1]))
         for i, layer in enumerate(model.base_model.encoder.layer)
     ]
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         outputs = model(**inputs)
     for hook in hooks:
         hook.remove()
@@ -240,7 +240,7 @@ def test_expected_ratio_is_normalised_per_example_over_real_tokens(family):
 def fixed_gates(dropped: set[int]):
     """A stand-in for the Hard-Concrete sampler: every gate 1, except 0 at the given positions."""
 
-    def sample(log_alpha, *args):
+    def sample(log_alpha, *args, **kwargs):
         gates = torch.ones_like(log_alpha)
         for position in dropped:
             if position < gates.shape[1]:
@@ -273,7 +273,7 @@ def test_dropped_tokens_stay_dropped_in_training(family, monkeypatch):
     model = make_model(family, retention_ratio=0.5, retention_first_gated_layer=0).train()
     calls = {"n": 0}
 
-    def sample(log_alpha, *args):  # drop token 2 at the first gate, token 5 at the third
+    def sample(log_alpha, *args, **kwargs):  # drop token 2 at the first gate, token 5 at the third
         gates = torch.ones_like(log_alpha)
         gates[:, {0: 2, 2: 5}.get(calls["n"], 0)] = 0.0 if calls["n"] in (0, 2) else 1.0
         calls["n"] += 1
@@ -452,3 +452,73 @@ def test_tokens_to_keep_matches_exact_arithmetic():
     for ratio in ("0.3", "0.5", "0.16", "0.7", "1"):
         expected = [exact_keep(int(t), Fraction(ratio)) for t in lengths]
         assert tokens_to_keep(lengths, torch.ones_like(lengths), float(ratio), 1).tolist() == expected
+
+
+# ---------------------------------------------------------------------------------------------- training variants
+@pytest.mark.parametrize("task", ["sequence", "token"])
+def test_sparse_training_matches_masked_training(family, task):
+    """Physically dropping the tokens whose gate is exactly 0 gives the masked path's loss and gradients."""
+    results = []
+    for sparse in (False, True):
+        model = make_model(
+            family, task, retention_ratio=0.5, retention_gate_init_bias=0.0, retention_first_gated_layer=0
+        ).train()
+        model.config.retention_sparse_training = sparse
+        with torch.no_grad():  # a scorer that separates tokens, so that many gates are exactly 0
+            for gate in model.base_model.encoder.gates.values():
+                gate.v.normal_(0, 2.0)
+        inputs = family.inputs([24, 17, 9], seq_len=24, seed=7)
+        labels = torch.tensor([0, 1, 2]) if task == "sequence" else inputs["input_ids"] % 3
+        torch.manual_seed(11)
+        seen, outputs = layer_input_lengths(model, {**inputs, "labels": labels}, grad=True)
+        (outputs.loss + outputs.expected_keep_ratio.sum()).backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        results.append((outputs, grads, seen))
+    (masked, masked_grads, masked_lengths), (sparse, sparse_grads, sparse_lengths) = results
+    assert masked_lengths == [24] * 4
+    assert sparse_lengths[-1] < 24, "the sparse path really runs shorter layers"
+    torch.testing.assert_close(sparse.loss, masked.loss, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sparse.expected_layer_keep_ratio, masked.expected_layer_keep_ratio, atol=1e-6, rtol=0)
+    assert sparse.kept_counts.tolist() == masked.kept_counts.tolist()
+    assert set(sparse_grads) == set(masked_grads)
+    for name, grad in masked_grads.items():
+        torch.testing.assert_close(sparse_grads[name], grad, atol=1e-5, rtol=1e-4)
+
+
+def test_sigmoid_gates_are_deterministic(family):
+    model = make_model(family, "sequence", retention_ratio=0.5, retention_gate_sampling="sigmoid").train()
+    inputs = family.inputs([12, 7], seq_len=12)
+    first, second = model(**inputs), model(**inputs)
+    torch.testing.assert_close(first.logits, second.logits)
+    # sigmoid gates are never exactly 0: every token is processed, its expected cost is its gate
+    assert first.kept_counts.tolist() == [[12] * 4, [7] * 4]
+    assert torch.all(first.expected_layer_keep_ratio[:, 1:] < 1)
+
+
+def test_threshold_selection_keeps_tokens_above_the_threshold(family):
+    model = make_model(family, retention_ratio=0.5, retention_inference_selection="threshold")
+    with torch.no_grad():
+        for gate in model.encoder.gates.values():
+            gate.v.normal_(0, 3.0)
+            gate.b.fill_(-1.0)
+    inputs = family.inputs([20, 11], seq_len=20)
+    seen = {}
+    hooks = [
+        gate.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(int(i), (o, a[1])))
+        for i, gate in model.encoder.gates.items()
+    ]
+    outputs = model(**inputs)
+    for hook in hooks:
+        hook.remove()
+    for layer in range(1, 4):
+        logits, real = seen[layer]
+        passing = model.encoder._keep_probability(logits) >= 0.5
+        passing[:, 0] = True  # the first token is protected
+        expected = (passing & real).sum(dim=1).clamp(min=1)
+        assert outputs.kept_counts[:, layer].tolist() == expected.tolist()
+        previous = outputs.kept_positions[layer - 1]
+        kept = outputs.kept_positions[layer]
+        for row in range(2):  # exactly the passing tokens survive
+            survivors = {p for p, ok in zip(previous[row].tolist(), (passing & real)[row].tolist(), strict=True) if ok}
+            assert set(kept[row].tolist()) - {-1} == survivors
+    assert outputs.kept_counts[:, -1].tolist() != [20, 11], "the threshold drops tokens"

@@ -12,6 +12,7 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
+from .budget import BudgetController
 from .configuration_retention import RetentionBertConfig, RetentionConfig, RetentionRobertaConfig
 from .modeling_retention import (
     RetentionModelOutput,
@@ -34,6 +35,8 @@ from .modeling_retention_roberta import (
     RetentionRobertaModel,
     RetentionRobertaPreTrainedModel,
 )
+from .trainer import RetentionTrainer
+from .training_args import RetentionTrainingArguments
 
 
 __version__ = "0.1.0"
@@ -64,6 +67,7 @@ def _register_auto_classes() -> None:
 _register_auto_classes()
 
 __all__ = [
+    "BudgetController",
     "RetentionBertConfig",
     "RetentionBertForQuestionAnswering",
     "RetentionBertForSequenceClassification",
@@ -82,4 +86,6 @@ __all__ = [
     "RetentionSequenceClassifierOutput",
     "RetentionStatistics",
     "RetentionTokenClassifierOutput",
+    "RetentionTrainer",
+    "RetentionTrainingArguments",
 ]

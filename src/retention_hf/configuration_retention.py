@@ -25,6 +25,8 @@ logger = logging.get_logger(__name__)
 
 SCHEDULE_NAMES = ("learned", "uniform")
 SCORER_NAMES = ("context", "mlp")
+GATE_SAMPLINGS = ("hard_concrete", "sigmoid")
+SELECTIONS = ("topk", "threshold")
 
 
 def _is_real_number(value: Any) -> bool:
@@ -105,6 +107,21 @@ def _check_min_tokens(value: Any) -> None:
         raise ValueError(f"retention_min_tokens must be an integer >= 1, got {value!r}")
 
 
+def _check_gate_sampling(value: Any) -> None:
+    if value not in GATE_SAMPLINGS:
+        raise ValueError(f"retention_gate_sampling must be one of {GATE_SAMPLINGS}, got {value!r}")
+
+
+def _check_selection(value: Any) -> None:
+    if value not in SELECTIONS:
+        raise ValueError(f"retention_inference_selection must be one of {SELECTIONS}, got {value!r}")
+
+
+def _check_threshold(value: Any) -> None:
+    if not _is_real_number(value) or not 0.0 < value < 1.0:
+        raise ValueError(f"retention_threshold must be a probability in (0, 1), got {value!r}")
+
+
 def _check_gate_bias(value: Any) -> None:
     if not _is_real_number(value) or math.isnan(value) or math.isinf(value):
         raise ValueError(f"retention_gate_init_bias must be a finite number, got {value!r}")
@@ -142,6 +159,15 @@ class RetentionConfig:
         retention_protected_token_ids: Token ids that are never dropped (for example ``[SEP]``). The
             first position ([CLS] / <s>) is always protected.
         retention_min_tokens: Every example keeps at least this many tokens (or all, if it is shorter).
+        retention_gate_sampling: ``"hard_concrete"`` samples the paper's Eq. 6 gates in training;
+            ``"sigmoid"`` uses the deterministic gate ``sigmoid(s)`` (the paper's "no Hard-Concrete" ablation).
+        retention_inference_selection: ``"topk"`` keeps the scheduled ``ceil(r_l * T_i)`` tokens per
+            layer; ``"threshold"`` keeps every token whose keep probability reaches
+            ``retention_threshold`` (the paper's threshold ablation; kept counts then vary per input).
+        retention_threshold: The keep-probability threshold of ``"threshold"`` selection.
+        retention_sparse_training: In training, physically remove the tokens whose sampled gate is
+            exactly 0. They carry no gradient, so the loss and gradients are those of the masked
+            computation, for less work.
     """
 
     base_model_type: ClassVar[str] = ""
@@ -170,6 +196,12 @@ class RetentionConfig:
     hard_concrete_zeta: float | int = validated_field(_check_zeta, default=1.1)
     retention_protected_token_ids: list[int] = validated_field(_check_protected_ids, default_factory=list)
     retention_min_tokens: int = validated_field(_check_min_tokens, default=1)
+    retention_gate_sampling: Literal["hard_concrete", "sigmoid"] = validated_field(
+        _check_gate_sampling, default="hard_concrete"
+    )
+    retention_inference_selection: Literal["topk", "threshold"] = validated_field(_check_selection, default="topk")
+    retention_threshold: float | int = validated_field(_check_threshold, default=0.5)
+    retention_sparse_training: bool = False
 
     @classmethod
     def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -201,6 +233,11 @@ class RetentionConfig:
                 f"retention_ratio={self.retention_ratio} is unreachable: the {first} ungated layer(s) alone cost "
                 f"{first}/{num_layers} = {first / num_layers:.3f} of the dense work. Raise retention_ratio or "
                 f"lower retention_first_gated_layer."
+            )
+        if self.retention_sparse_training and self.retention_gate_sampling != "hard_concrete":
+            raise ValueError(
+                "retention_sparse_training needs retention_gate_sampling='hard_concrete': sigmoid gates are never "
+                "exactly zero, so no token could be removed"
             )
         if self.retention_learned_schedule is not None and len(self.retention_learned_schedule) != num_layers:
             raise ValueError(

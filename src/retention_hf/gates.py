@@ -84,9 +84,15 @@ class MLPScorer(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- Hard-Concrete
-def hard_concrete_sample(log_alpha: torch.Tensor, beta: float, gamma: float, zeta: float) -> torch.Tensor:
-    """Sample relaxed gates in ``[0, 1]`` (the paper's Eq. 6); exact zeros and ones have positive mass."""
-    noise = torch.rand_like(log_alpha).clamp(1e-6, 1.0 - 1e-6)
+def hard_concrete_sample(
+    log_alpha: torch.Tensor, beta: float, gamma: float, zeta: float, noise: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sample relaxed gates in ``[0, 1]`` (the paper's Eq. 6); exact zeros and ones have positive mass.
+
+    ``noise`` (uniform in (0, 1), shaped like ``log_alpha``) may be given so that a token draws the same
+    noise whether it sits in a full-length or in a compacted tensor.
+    """
+    noise = (torch.rand_like(log_alpha) if noise is None else noise).clamp(1e-6, 1.0 - 1e-6)
     relaxed = torch.sigmoid((log_alpha + torch.log(noise) - torch.log1p(-noise)) / beta)
     return (relaxed * (zeta - gamma) + gamma).clamp(0.0, 1.0)
 
@@ -150,13 +156,25 @@ def gather_slots(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
 
 
-def scatter_to_positions(full: torch.Tensor, compact: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Write ``compact`` ``(batch, n, dim)`` into ``full`` ``(batch, T, dim)`` at ``positions``.
+def scatter_to_positions(
+    full: torch.Tensor, compact: torch.Tensor, positions: torch.Tensor, accumulate: bool = False
+) -> torch.Tensor:
+    """Write (or, with ``accumulate``, add) ``compact`` ``(batch, n, dim)`` into ``full`` ``(batch, T, dim)``
+    at ``positions``.
 
-    Slots whose position is ``-1`` (padding) are ignored. Returns a new tensor (autograd-safe).
+    Slots whose position is ``-1`` (filler) are ignored. Returns a new tensor (autograd-safe).
     """
     seq_len = full.shape[1]
-    target = torch.where(positions >= 0, positions, seq_len)  # padding slots go to a scratch column
+    target = torch.where(positions >= 0, positions, seq_len)  # filler slots go to a scratch column
+    target = target.unsqueeze(-1).expand(-1, -1, full.shape[-1])
     padded = nn.functional.pad(full, (0, 0, 0, 1))
-    padded = padded.scatter(1, target.unsqueeze(-1).expand(-1, -1, full.shape[-1]), compact.to(full.dtype))
+    compact = compact.to(full.dtype)
+    padded = padded.scatter_add(1, target, compact) if accumulate else padded.scatter(1, target, compact)
     return padded[:, :seq_len]
+
+
+def alive_first(alive: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slots to gather so that each row's alive slots come first, in order: ``(index, valid)``, both ``(batch, width)``."""
+    index = torch.sort((~alive).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    valid = torch.arange(width, device=alive.device).unsqueeze(0) < alive.sum(dim=1, keepdim=True)
+    return index.masked_fill(~valid, 0), valid

@@ -39,6 +39,7 @@ from .configuration_retention import RetentionConfig
 from .gates import (
     ContextScorer,
     MLPScorer,
+    alive_first,
     gather_slots,
     hard_concrete_keep_probability,
     hard_concrete_sample,
@@ -170,45 +171,83 @@ class RetentionEncoder(nn.Module):
         }
         return _EncoderResult(hidden_states, statistics)
 
+    # -------------------------------------------------------------------------------- gates
+    def _keep_probability(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        """Probability that a token is processed: ``P(z > 0)`` for Hard-Concrete gates, ``sigmoid(s)`` otherwise."""
+        config = self.config
+        if config.retention_gate_sampling == "sigmoid":
+            return torch.sigmoid(log_alpha)
+        return hard_concrete_keep_probability(
+            log_alpha, config.hard_concrete_beta, config.hard_concrete_gamma, config.hard_concrete_zeta
+        )
+
+    def _sample_gates(self, log_alpha: torch.Tensor, positions: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """Relaxed training gates. The noise is drawn per original position, so a token gets the same gate
+        whether the batch is full-length (masked training) or compacted (sparse training)."""
+        config = self.config
+        if config.retention_gate_sampling == "sigmoid":
+            return torch.sigmoid(log_alpha)
+        noise = torch.rand(log_alpha.shape[0], seq_len, device=log_alpha.device)
+        noise = noise.gather(1, positions.clamp(min=0))
+        return hard_concrete_sample(
+            log_alpha, config.hard_concrete_beta, config.hard_concrete_gamma, config.hard_concrete_zeta, noise=noise
+        )
+
     # -------------------------------------------------------------------------------- eval: gather
     def _compact_forward(self, hidden_states, attention_mask, protected, restore, **kwargs) -> _EncoderResult:
         config = self.config
         real = attention_mask.bool()
         real_lengths = real.sum(dim=1)
-        keep = torch.stack(
-            [
-                tokens_to_keep(real_lengths, protected.sum(dim=1), ratio, config.retention_min_tokens)
-                for ratio in config.retention_layer_ratios()
-            ],
-            dim=1,
-        )
-        keep_host = keep.tolist()  # the only host sync: every tensor length of the pass is known from here
-        previous = [max(1, length) for length in real_lengths.tolist()]
+        protected_counts = protected.sum(dim=1)
+        by_threshold = config.retention_inference_selection == "threshold"
+        if not by_threshold:  # every tensor length of the pass is known from one host sync
+            scheduled = torch.stack(
+                [
+                    tokens_to_keep(real_lengths, protected_counts, ratio, config.retention_min_tokens)
+                    for ratio in config.retention_layer_ratios()
+                ],
+                dim=1,
+            )
+            scheduled_host = scheduled.tolist()
+        current = real_lengths.clamp(min=1)
+        current_host = current.tolist()
 
         batch_size, seq_len = real.shape
         positions = torch.arange(seq_len, device=real.device).expand(batch_size, seq_len)
         mask = self._mask(hidden_states, attention_mask)
         restored = hidden_states if restore else None
-        kept_positions = []
+        kept_positions, kept_counts = [], []
         for index, layer in enumerate(self.layer):
-            row_keep = [row[index] for row in keep_host]
-            if str(index) in self.gates and any(k < p for k, p in zip(row_keep, previous, strict=True)):
-                scores = self.gates[str(index)](hidden_states, real)
-                slots, valid = select_kept_slots(scores, real, protected, keep[:, index], max(row_keep))
-                if restore:
-                    restored = scatter_to_positions(restored, hidden_states, positions)
-                hidden_states = gather_slots(hidden_states, slots)
-                positions = gather_slots(positions, slots).masked_fill(~valid, -1)
-                real = gather_slots(real, slots) & valid
-                protected = gather_slots(protected, slots) & valid
-                mask = self._mask(hidden_states, real)
-                previous = row_keep
+            if str(index) in self.gates:
+                scores = None
+                if by_threshold:
+                    scores = self.gates[str(index)](hidden_states, real)
+                    passing = (self._keep_probability(scores) >= config.retention_threshold) | protected
+                    keep = (passing & real).sum(dim=1).clamp(min=config.retention_min_tokens)
+                    keep = torch.minimum(keep, current)
+                    keep_host = keep.tolist()
+                else:
+                    keep = scheduled[:, index]
+                    keep_host = [row[index] for row in scheduled_host]
+                if any(k < c for k, c in zip(keep_host, current_host, strict=True)):
+                    if scores is None:
+                        scores = self.gates[str(index)](hidden_states, real)
+                    slots, valid = select_kept_slots(scores, real, protected, keep, max(keep_host))
+                    if restore:
+                        restored = scatter_to_positions(restored, hidden_states, positions)
+                    hidden_states = gather_slots(hidden_states, slots)
+                    positions = gather_slots(positions, slots).masked_fill(~valid, -1)
+                    real = gather_slots(real, slots) & valid
+                    protected = gather_slots(protected, slots) & valid
+                    mask = self._mask(hidden_states, real)
+                    current, current_host = keep, keep_host
             kept_positions.append(positions.masked_fill(~real, -1))
+            kept_counts.append(real.sum(dim=1))
             hidden_states = layer(hidden_states, mask, **kwargs)
         if restore:  # padding slots are restored too, so that rho = 1 reproduces the stock outputs everywhere
             hidden_states = scatter_to_positions(restored, hidden_states, positions)
 
-        kept_counts = torch.minimum(keep, real_lengths.unsqueeze(1))
+        kept_counts = torch.stack(kept_counts, dim=1)
         layer_keep_ratio = kept_counts.float() / real_lengths.clamp(min=1).unsqueeze(1).float()
         statistics = {
             "kept_counts": kept_counts,
@@ -220,43 +259,63 @@ class RetentionEncoder(nn.Module):
 
     # -------------------------------------------------------------------------------- train: soft gates
     def _soft_forward(self, hidden_states, attention_mask, protected, restore, **kwargs) -> _EncoderResult:
+        """Training pass with relaxed gates.
+
+        With ``retention_sparse_training`` the tokens whose cumulative gate is exactly 0 are gathered
+        out after every gate; otherwise they stay in the tensors with a zero gate. Both compute the same
+        loss and gradients: a zero gate zeroes the token's input, removes it from every key set, and its
+        later scores and statistics are multiplied by zero.
+        """
         config = self.config
         if config._attn_implementation not in ("eager", "sdpa"):
             raise ValueError(
                 f"Training with retention applies the gates as an additive attention mask, which needs "
                 f"attn_implementation 'eager' or 'sdpa', got {config._attn_implementation!r}"
             )
+        sparse = config.retention_sparse_training
         real = attention_mask.bool()
-        real_float = real.float()
-        real_lengths = real_float.sum(dim=1).clamp(min=1.0)
-        gate = real_float  # cumulative relaxed gate: products along depth, so a dropped token stays dropped
-        expected = real_float  # cumulative probability that the token is still processed
+        real_lengths = real.sum(dim=1).float().clamp(min=1.0)
+        batch_size, seq_len = real.shape
+        positions = torch.arange(seq_len, device=real.device).expand(batch_size, seq_len)
+        gate = real.float()  # cumulative relaxed gate: products along depth, so a dropped token stays dropped
+        expected = real.float()  # probability of being processed, along the sampled trajectory
         restored = torch.zeros_like(hidden_states) if restore else None
         mask = self._mask(hidden_states, attention_mask)
-        layer_input = hidden_states
-        expected_layers, hard_counts = [], []
+        expected_layers, kept_counts = [], []
         for index, layer in enumerate(self.layer):
+            layer_input = hidden_states
             if str(index) in self.gates:
-                log_alpha = self.gates[str(index)](hidden_states, gate > 0)
-                hc = (config.hard_concrete_beta, config.hard_concrete_gamma, config.hard_concrete_zeta)
-                sample = torch.where(protected, 1.0, hard_concrete_sample(log_alpha, *hc))
-                keep_probability = torch.where(protected, 1.0, hard_concrete_keep_probability(log_alpha, *hc))
+                alive = gate > 0
+                log_alpha = self.gates[str(index)](hidden_states, alive)
+                sample = torch.where(protected, 1.0, self._sample_gates(log_alpha, positions, seq_len))
+                keep_probability = torch.where(protected, 1.0, self._keep_probability(log_alpha))
                 new_gate = gate * sample
-                if restore:  # tokens leaving here carry their current representation (expected value)
-                    restored = restored + ((gate - new_gate).unsqueeze(-1) * hidden_states).to(hidden_states.dtype)
-                gate, expected = new_gate, expected * keep_probability
+                # tokens that are already gone cost nothing; the others cost their survival probability
+                expected = expected * keep_probability * alive
+                if restore:  # a token leaving here carries its current representation, weighted by how much it left
+                    leaving = (gate - new_gate).unsqueeze(-1).to(hidden_states.dtype) * hidden_states
+                    restored = scatter_to_positions(restored, leaving, positions, accumulate=True)
+                gate = new_gate
+            expected_layers.append(expected.sum(dim=1) / real_lengths)
+            kept_counts.append(((gate > 0) & real).sum(dim=1))
+            if str(index) in self.gates:
+                if sparse and bool((gate[real] == 0).any()):
+                    survivors = gate > 0
+                    slots, valid = alive_first(survivors, int(survivors.sum(dim=1).max().clamp(min=1)))
+                    hidden_states, gate, expected = (gather_slots(x, slots) for x in (hidden_states, gate, expected))
+                    positions = gather_slots(positions, slots).masked_fill(~valid, -1)
+                    real = gather_slots(real, slots) & valid
+                    protected = gather_slots(protected, slots) & valid
+                    gate = gate * valid
                 layer_input = hidden_states * gate.unsqueeze(-1).to(hidden_states.dtype)
                 mask = additive_key_mask(gate, hidden_states.dtype)
-            else:
-                layer_input = hidden_states
-            expected_layers.append((expected * real_float).sum(dim=1) / real_lengths)
-            hard_counts.append(((gate > 0) & real).sum(dim=1))
             hidden_states = layer(layer_input, mask, **kwargs)
         if restore:
-            hidden_states = restored + (gate.unsqueeze(-1) * hidden_states).to(hidden_states.dtype)
+            remaining = gate.unsqueeze(-1).to(hidden_states.dtype) * hidden_states
+            hidden_states = scatter_to_positions(restored, remaining, positions, accumulate=True)
 
         expected_layer_keep_ratio = torch.stack(expected_layers, dim=1)
-        kept_counts = torch.stack(hard_counts, dim=1)
+        kept_counts = torch.stack(kept_counts, dim=1)
         layer_keep_ratio = kept_counts.float() / real_lengths.unsqueeze(1)
         statistics = {
             "kept_counts": kept_counts,

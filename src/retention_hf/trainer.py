@@ -1,0 +1,234 @@
+"""``RetentionTrainer``: a ``transformers.Trainer`` that holds a retention model to its budget.
+
+Per micro-batch the loss is ``task loss + lambda * (expected keep ratio - target)``; per optimizer step
+(after gradient accumulation, with the violation all-reduced across processes) lambda takes a projected
+dual-ascent step. The arithmetic lives in :mod:`retention_hf.budget`; this module wires it into the
+Trainer's loss, optimizer step, logging and checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
+
+from .budget import BudgetController
+from .configuration_retention import RetentionConfig
+from .training_args import RetentionTrainingArguments
+
+
+logger = logging.get_logger(__name__)
+
+GATE_PARAMETER_MARKER = ".gates."
+
+
+def is_gate_parameter(name: str) -> bool:
+    """Whether a parameter (by its ``named_parameters`` name) belongs to a retention gate / scorer."""
+    return GATE_PARAMETER_MARKER in f".{name}"
+
+
+class _BudgetCallback(TrainerCallback):
+    """Closes every optimizer step of the budget (dual step) and resolves the budget warm-up."""
+
+    def __init__(self, trainer: RetentionTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        warmup = args.budget_warmup_steps
+        self.trainer.budget.warmup_steps = math.ceil(warmup * state.max_steps) if 0 < warmup < 1 else int(warmup)
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._close_budget_step()
+
+
+class RetentionTrainer(Trainer):
+    """Trainer for retention models: budget penalty, dual ascent, budget logs, budget state in checkpoints.
+
+    Use it exactly like ``Trainer``, with :class:`RetentionTrainingArguments`. What it adds:
+
+    * the penalty ``lambda * (expected_keep_ratio - target)``, normalised like the task loss so that
+      gradient accumulation gives the gradients of one big batch;
+    * ``lambda <- max(0, lambda + eta * violation)`` once per optimizer step, on the violation averaged
+      over the step's examples and all-reduced across processes, so every rank holds the same lambda;
+    * logs ``lambda``, ``budget_target``, ``expected_keep_ratio``, ``keep_ratio``, ``keep_ratio_layer_{i}``,
+      ``task_loss`` and ``budget_penalty`` through the normal Trainer logging;
+    * ``budget_state.json`` in every checkpoint, restored by ``resume_from_checkpoint``;
+    * the learned per-layer schedule written to ``model.config.retention_learned_schedule`` whenever the
+      model is saved and when training ends;
+    * a separate learning rate for the gate parameters (``gate_learning_rate``).
+    """
+
+    loss_is_scaled_for_ga: bool | None = None
+
+    def __init__(self, model=None, args: RetentionTrainingArguments | None = None, *trainer_args, **kwargs):
+        if model is None:
+            raise ValueError("RetentionTrainer needs a retention model (model_init is not supported)")
+        config = getattr(model, "config", None)
+        if not isinstance(config, RetentionConfig):
+            raise TypeError(
+                f"RetentionTrainer needs a retention model (RetentionBert* / RetentionRoberta*), got "
+                f"{type(model).__name__} with config {type(config).__name__}"
+            )
+        if args is None:
+            args = RetentionTrainingArguments(output_dir="retention_trainer_output")
+        if not isinstance(args, RetentionTrainingArguments):
+            raise TypeError(f"RetentionTrainer needs RetentionTrainingArguments, got {type(args).__name__}")
+        if args.retention_ratio is not None:
+            config.retention_ratio = args.retention_ratio
+        config.retention_gate_sampling = args.gate_sampling
+        config.retention_inference_selection = args.inference_selection
+        config.retention_sparse_training = args.exact_sparse_training
+        config.validate_retention()
+        self.budget = BudgetController(
+            target=config.retention_ratio,
+            dual_step_size=args.dual_step_size,
+            initial_lambda=args.initial_lambda,
+            warmup_steps=int(args.budget_warmup_steps) if args.budget_warmup_steps >= 1 else 0,
+            fixed_lambda=args.fixed_lambda,
+        )
+        self._examples_in_batch: torch.Tensor | None = None
+        self._step_losses: dict[str, torch.Tensor | float] = {"task_loss": 0.0, "budget_penalty": 0.0}
+        self._eval_keep: list[torch.Tensor] = []
+        super().__init__(model, args, *trainer_args, **kwargs)
+        self.add_callback(_BudgetCallback(self))
+
+    # ------------------------------------------------------------------ optimizer
+    def create_optimizer(self, model=None):
+        """The default optimizer, with the gate parameters in their own groups at ``gate_learning_rate``."""
+        optimizer = super().create_optimizer(model)
+        gate_lr = self.args.gate_learning_rate
+        if gate_lr is None or self.optimizer_cls_and_kwargs is not None:
+            return optimizer
+        opt_model = self.model if model is None else model
+        gate_ids = {id(p) for name, p in opt_model.named_parameters() if is_gate_parameter(name)}
+        groups = []
+        for group in optimizer.param_groups:
+            rest = [p for p in group["params"] if id(p) not in gate_ids]
+            gates = [p for p in group["params"] if id(p) in gate_ids]
+            if rest:
+                groups.append({**group, "params": rest})
+            if gates:
+                groups.append({**group, "params": gates, "lr": gate_lr, "initial_lr": gate_lr})
+        optimizer.param_groups.clear()
+        for group in groups:
+            optimizer.add_param_group(group)
+        return optimizer
+
+    # ------------------------------------------------------------------ loss
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Also count the examples of the accumulated batch: the penalty is normalised by them."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        examples = sum(len(next(iter(batch.values()))) for batch in batch_samples)
+        examples = torch.tensor(examples, device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            examples = self.accelerator.gather(examples).sum()
+        self._examples_in_batch = examples
+        return batch_samples, num_items_in_batch
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if not model.training:
+            if isinstance(outputs, dict) and outputs.get("keep_ratio") is not None:
+                self._eval_keep.append(outputs["keep_ratio"].detach())
+            return (loss, outputs) if return_outputs else loss
+        expected = outputs.get("expected_keep_ratio") if isinstance(outputs, dict) else None
+        if expected is None:  # retention disabled: a plain (dense) fine-tune
+            return (loss, outputs) if return_outputs else loss
+        # Normalise the penalty exactly like the task loss: either a sum over the accumulated batch (the
+        # model used num_items_in_batch, and the Trainer will not divide by the accumulation steps) or a
+        # micro-batch mean (the Trainer divides by the accumulation steps).
+        scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        if scaled:
+            penalty = self.budget.penalty(expected, normaliser=self._examples_in_batch)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                penalty = penalty * self.accelerator.num_processes  # DDP averages gradients over processes
+        else:
+            penalty = self.budget.penalty(expected)
+        self.budget.accumulate(expected, outputs["layer_keep_ratio"])
+        divisor = 1 if scaled else self.current_gradient_accumulation_steps
+        self._step_losses["task_loss"] += loss.detach() / divisor
+        self._step_losses["budget_penalty"] += penalty.detach() / divisor
+        loss = loss + penalty
+        return (loss, outputs) if return_outputs else loss
+
+    def _close_budget_step(self) -> None:
+        """Dual step at the end of an optimizer step (called by the budget callback)."""
+        reduce = None
+        if self.args.world_size > 1:
+            reduce = lambda totals: self.accelerator.reduce(totals, reduction="sum")  # noqa: E731
+        statistics = self.budget.step(all_reduce=reduce)
+        if not statistics:
+            return
+        record = {
+            "lambda": statistics["lambda"],
+            "budget_target": statistics["target"],
+            "expected_keep_ratio": statistics["violation"] + statistics["target"],
+            **{name: float(value) for name, value in self._step_losses.items()},
+        }
+        self._step_losses = {"task_loss": 0.0, "budget_penalty": 0.0}
+        record.update({f"keep_ratio_layer_{i}": value for i, value in enumerate(statistics["layers"])})
+        record["keep_ratio"] = sum(statistics["layers"]) / len(statistics["layers"])
+        self.budget.record_for_log(record)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the budget statistics since the last one
+            logs.update(self.budget.pop_log())
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ schedule, checkpoints
+    def _write_learned_schedule(self) -> None:
+        schedule = self.budget.learned_schedule()
+        model = self.accelerator.unwrap_model(self.model)
+        if schedule is not None and model.config.retention_enabled:
+            first = model.config.retention_first_gated_layer
+            model.config.retention_learned_schedule = [1.0] * first + schedule[first:]
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        self._write_learned_schedule()
+        super().save_model(output_dir, _internal_call=_internal_call)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        lambdas = torch.tensor([self.budget.lagrange_multiplier], dtype=torch.float64, device=self.args.device)
+        if self.args.world_size > 1:
+            lambdas = self.accelerator.gather(lambdas)
+        if self.args.should_save:
+            checkpoint = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            self.budget.save(checkpoint, extra={"lambda_by_rank": lambdas.tolist()})
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if not self.budget.load(resume_from_checkpoint):
+            logger.warning(
+                f"{resume_from_checkpoint} has no budget state: lambda restarts at {self.budget.lagrange_multiplier}"
+            )
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """The usual evaluation, plus ``<prefix>_keep_ratio``: the realised share of the dense work."""
+        self._eval_keep = []
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self._eval_keep:
+            keep = torch.cat(self._eval_keep)
+            totals = torch.stack([keep.sum(), torch.tensor(float(keep.numel()), device=keep.device)])
+            if self.args.world_size > 1:
+                totals = self.accelerator.reduce(totals, reduction="sum")
+            output.metrics[f"{metric_key_prefix}_keep_ratio"] = (totals[0] / totals[1]).item()
+            self._eval_keep = []
+        return output
+
+    def evaluate(self, *args, **kwargs):
+        self._write_learned_schedule()  # evaluate with the schedule learned so far
+        return super().evaluate(*args, **kwargs)
+
+    def train(self, *args, **kwargs):
+        output = super().train(*args, **kwargs)
+        self._write_learned_schedule()
+        return output

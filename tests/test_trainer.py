@@ -1,0 +1,288 @@
+"""RetentionTrainer and RetentionTrainingArguments on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import BertForSequenceClassification, HfArgumentParser, TrainerCallback
+
+from retention_hf import RetentionTrainer, RetentionTrainingArguments
+
+from families import BERT, ROBERTA
+
+
+def random_dataset(size=32, seed=0, token_labels=False, max_len=18):
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(size):
+        length = int(torch.randint(4, max_len, (1,), generator=generator))
+        ids = torch.randint(3, 99, (length,), generator=generator).tolist()
+        ids[0] = 2
+        if token_labels:
+            labels = [i % 3 for i in ids]
+            labels[0] = -100
+        else:
+            labels = ids[1] % 3
+        rows.append({"input_ids": ids, "labels": labels})
+    return Dataset.from_list(rows)
+
+
+def collate(features, pad_token_id=0):
+    length = max(len(f["input_ids"]) for f in features)
+    input_ids = torch.full((len(features), length), pad_token_id)
+    attention_mask = torch.zeros(len(features), length, dtype=torch.long)
+    token_labels = isinstance(features[0]["labels"], list)
+    labels = torch.full((len(features), length), -100) if token_labels else torch.zeros(len(features), dtype=torch.long)
+    for row, feature in enumerate(features):
+        n = len(feature["input_ids"])
+        input_ids[row, :n] = torch.tensor(feature["input_ids"])
+        attention_mask[row, :n] = 1
+        if token_labels:
+            labels[row, :n] = torch.tensor(feature["labels"])
+        else:
+            labels[row] = feature["labels"]
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def make_args(tmp_path, **overrides):
+    defaults = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 8,
+        "num_train_epochs": 1,
+        "learning_rate": 1e-3,
+        "gate_learning_rate": 1e-2,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "seed": 0,
+        "data_seed": 0,
+    }
+    defaults.update(overrides)
+    return RetentionTrainingArguments(**defaults)
+
+
+def make_trainer(tmp_path, family=BERT, task="sequence", dataset=None, model_config=None, **arg_overrides):
+    torch.manual_seed(0)
+    model = family.classes[task][0](family.config(**(model_config or {})))
+    dataset = dataset if dataset is not None else random_dataset(token_labels=task == "token")
+    return RetentionTrainer(
+        model=model,
+        args=make_args(tmp_path, **arg_overrides),
+        train_dataset=dataset,
+        data_collator=lambda features: collate(features, family.pad_token_id),
+    )
+
+
+def train_logs(trainer):
+    return [entry for entry in trainer.state.log_history if "loss" in entry]
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+def test_arguments_from_the_command_line():
+    parser = HfArgumentParser(RetentionTrainingArguments)
+    (args,) = parser.parse_args_into_dataclasses(
+        args=[
+            "--output_dir=x",
+            "--retention_ratio=0.3",
+            "--dual_step_size=0.5",
+            "--initial_lambda=0.1",
+            "--budget_warmup_steps=20",
+            "--gate_learning_rate=1e-2",
+            "--fixed_lambda",
+            "--gate_sampling=sigmoid",
+            "--inference_selection=threshold",
+            "--use_cpu",
+        ]
+    )
+    assert (args.retention_ratio, args.dual_step_size, args.initial_lambda) == (0.3, 0.5, 0.1)
+    assert (args.budget_warmup_steps, args.gate_learning_rate, args.fixed_lambda) == (20, 1e-2, True)
+    assert (args.gate_sampling, args.inference_selection) == ("sigmoid", "threshold")
+    with pytest.raises(SystemExit):
+        parser.parse_args_into_dataclasses(args=["--output_dir=x", "--gate_sampling=gumbel"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"retention_ratio": 0.0}, r"retention_ratio must be in \(0, 1\], got 0.0"),
+        ({"retention_ratio": 1.5}, r"retention_ratio must be in \(0, 1\], got 1.5"),
+        ({"dual_step_size": -1.0}, r"dual_step_size \(eta\) must be >= 0, got -1.0"),
+        ({"initial_lambda": -0.5}, r"initial_lambda must be >= 0, got -0.5"),
+        ({"budget_warmup_steps": -1}, r"budget_warmup_steps must be a step count >= 0 or a ratio in \[0, 1\), got -1"),
+        ({"budget_warmup_steps": 2.5}, r"got 2.5"),
+        ({"gate_learning_rate": 0.0}, r"gate_learning_rate must be > 0, got 0.0"),
+        ({"exact_sparse_training": True, "gate_sampling": "sigmoid"}, r"exact_sparse_training needs gate_sampling"),
+    ],
+)
+def test_bad_arguments_are_rejected(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_args(tmp_path, **overrides)
+
+
+def test_trainer_needs_a_retention_model(tmp_path):
+    stock = BertForSequenceClassification(BERT.stock_config())
+    with pytest.raises(TypeError, match="needs a retention model .* got BertForSequenceClassification"):
+        RetentionTrainer(model=stock, args=make_args(tmp_path))
+    model = BERT.classes["sequence"][0](BERT.config())
+    from transformers import TrainingArguments
+
+    with pytest.raises(TypeError, match="needs RetentionTrainingArguments, got TrainingArguments"):
+        RetentionTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path)))
+
+
+def test_arguments_reach_the_model_config(tmp_path):
+    trainer = make_trainer(
+        tmp_path, retention_ratio=0.3, gate_sampling="sigmoid", inference_selection="threshold", max_steps=1
+    )
+    config = trainer.model.config
+    assert (config.retention_ratio, config.retention_gate_sampling, config.retention_inference_selection) == (
+        0.3,
+        "sigmoid",
+        "threshold",
+    )
+    assert trainer.budget.target == 0.3
+
+
+def test_gate_parameters_get_their_own_learning_rate(tmp_path):
+    trainer = make_trainer(tmp_path, learning_rate=1e-4, gate_learning_rate=3e-2, max_steps=1)
+    trainer.create_optimizer()
+    gate_params = {id(p) for n, p in trainer.model.named_parameters() if ".gates." in n}
+    seen = set()
+    for group in trainer.optimizer.param_groups:
+        ids = {id(p) for p in group["params"]}
+        assert ids <= gate_params or not ids & gate_params, "groups never mix gate and backbone parameters"
+        assert group["lr"] == (3e-2 if ids <= gate_params else 1e-4)
+        seen |= ids
+    assert gate_params <= seen and len(seen) == len(list(trainer.model.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------- dual ascent
+def test_lambda_rises_when_the_model_keeps_too_much(tmp_path):
+    trainer = make_trainer(tmp_path, retention_ratio=0.3, dual_step_size=0.5, max_steps=4)
+    trainer.train()
+    logs = train_logs(trainer)
+    lambdas = [entry["lambda"] for entry in logs]
+    assert all(later > earlier for earlier, later in zip(lambdas, lambdas[1:], strict=False))
+    # the first step: lambda = eta * (expected keep - target) with the gates starting near keep-all
+    assert lambdas[0] == pytest.approx(0.5 * (logs[0]["expected_keep_ratio"] - 0.3), rel=1e-4)
+    for entry in logs:
+        assert {"task_loss", "budget_penalty", "keep_ratio", "budget_target"} <= set(entry)
+        assert [f"keep_ratio_layer_{i}" in entry for i in range(4)] == [True] * 4
+        assert entry["loss"] == pytest.approx(entry["task_loss"] + entry["budget_penalty"], rel=1e-4)
+
+
+def test_lambda_falls_to_zero_under_budget(tmp_path):
+    trainer = make_trainer(
+        tmp_path,
+        model_config={"retention_gate_init_bias": -12.0},  # gates start closed: far under budget
+        retention_ratio=0.9,
+        initial_lambda=0.6,
+        dual_step_size=0.5,
+        max_steps=4,
+    )
+    trainer.train()
+    lambdas = [entry["lambda"] for entry in train_logs(trainer)]
+    assert lambdas[0] < 0.6 and lambdas[-1] == 0.0
+    assert all(entry["expected_keep_ratio"] < 0.9 for entry in train_logs(trainer))
+
+
+@pytest.mark.parametrize("warmup", [2, 0.5])  # two steps, or half of the four steps
+def test_budget_warmup_anneals_the_logged_target(tmp_path, warmup):
+    trainer = make_trainer(tmp_path, retention_ratio=0.5, budget_warmup_steps=warmup, max_steps=4)
+    trainer.train()
+    assert [entry["budget_target"] for entry in train_logs(trainer)] == pytest.approx([1.0, 0.75, 0.5, 0.5])
+
+
+# ---------------------------------------------------------------------------------------------- accumulation
+class GradientRecorder(TrainerCallback):
+    def __init__(self, model):
+        self.model, self.gradients = model, []
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.gradients.append({n: p.grad.clone() for n, p in self.model.named_parameters() if p.grad is not None})
+
+
+@pytest.mark.parametrize("task", ["sequence", "token"])
+def test_accumulation_matches_one_big_batch(tmp_path, task):
+    runs = []
+    for batch_size, accumulation in [(8, 1), (4, 2)]:
+        trainer = make_trainer(
+            tmp_path,
+            task=task,
+            gate_sampling="sigmoid",  # deterministic gates: the two runs see identical gates
+            retention_ratio=0.4,
+            initial_lambda=0.5,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=3,
+            max_grad_norm=0.0,
+        )
+        recorder = GradientRecorder(trainer.model)
+        trainer.add_callback(recorder)
+        trainer.train()
+        runs.append((recorder.gradients, [entry["lambda"] for entry in train_logs(trainer)]))
+    (grads_big, lambdas_big), (grads_acc, lambdas_acc) = runs
+    assert lambdas_acc == pytest.approx(lambdas_big, rel=1e-5, abs=1e-7)
+    assert len(grads_big) == len(grads_acc) == 3
+    for big, accumulated in zip(grads_big, grads_acc, strict=True):
+        assert any(".gates." in name for name in big)
+        for name, grad in big.items():
+            torch.testing.assert_close(accumulated[name], grad, atol=1e-6, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def test_resume_restores_the_budget_exactly(tmp_path):
+    common = {"retention_ratio": 0.3, "dual_step_size": 0.5, "max_steps": 6, "save_strategy": "steps", "save_steps": 3}
+    full = make_trainer(tmp_path / "full", **common)
+    full.train()
+    state = json.loads((tmp_path / "full/out/checkpoint-3/budget_state.json").read_text())
+    assert state["steps"] == 3 and state["lambda_by_rank"] == [state["lagrange_multiplier"]]
+    assert state["lagrange_multiplier"] == pytest.approx(train_logs(full)[2]["lambda"])
+
+    resumed = make_trainer(tmp_path / "full", **common)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full/out/checkpoint-3"))
+    keys = ["loss", "lambda", "expected_keep_ratio", "keep_ratio", "task_loss", "budget_penalty"]
+    expected_logs = [{k: e[k] for k in keys} for e in train_logs(full)[3:]]
+    resumed_logs = [{k: e[k] for k in keys} for e in train_logs(resumed)[3:]]  # [:3] came from the checkpoint
+    assert len(resumed_logs) == 3
+    for got, want in zip(resumed_logs, expected_logs, strict=True):
+        assert got == pytest.approx(want, rel=1e-5)
+    assert resumed.budget.state == full.budget.state
+
+
+def test_learned_schedule_survives_save_and_load(tmp_path):
+    trainer = make_trainer(tmp_path, retention_ratio=0.5, dual_step_size=2.0, max_steps=4)
+    trainer.train()
+    schedule = trainer.model.config.retention_learned_schedule
+    assert schedule is not None and len(schedule) == 4 and schedule[0] == 1.0
+    assert schedule == pytest.approx([1.0] + trainer.budget.learned_schedule()[1:])  # layer 0 is ungated
+    trainer.save_model(str(tmp_path / "saved"))
+    loaded = BERT.classes["sequence"][0].from_pretrained(tmp_path / "saved")
+    assert loaded.config.retention_learned_schedule == schedule
+    assert loaded.config.retention_layer_ratios() == pytest.approx(trainer.model.config.retention_layer_ratios())
+
+
+def test_evaluation_reports_the_keep_ratio(tmp_path):
+    trainer = make_trainer(tmp_path, retention_ratio=0.5, max_steps=1)
+    metrics = trainer.evaluate(eval_dataset=random_dataset(16, seed=1))
+    assert 0.5 <= metrics["eval_keep_ratio"] < 0.75
+    trainer.model.config.retention_enabled = False
+    assert trainer.evaluate(eval_dataset=random_dataset(16, seed=1))["eval_keep_ratio"] == 1.0
+
+
+def test_dense_training_through_the_same_trainer(tmp_path):
+    trainer = make_trainer(tmp_path, model_config={"retention_enabled": False}, max_steps=2)
+    trainer.train()
+    logs = train_logs(trainer)
+    assert "lambda" not in logs[0] and logs[0]["loss"] > 0
+
+
+def test_roberta_trains(tmp_path):
+    trainer = make_trainer(tmp_path, family=ROBERTA, task="token", retention_ratio=0.5, max_steps=2)
+    trainer.train()
+    assert train_logs(trainer)[-1]["lambda"] > 0
