@@ -74,6 +74,10 @@ class ModelArguments:
     retention_scorer: str | None = field(default=None, metadata={"help": "'context' (Eq. 3) or 'mlp' (Figure 1)."})
     retention_schedule: str | None = field(default=None, metadata={"help": "'learned' or 'uniform'."})
     retention_gate_init_bias: float | None = field(default=None, metadata={"help": "Initial scorer bias."})
+    retention_budget_gradient: str | None = field(default=None, metadata={"help": "'bias' or 'full'."})
+    retention_detach_scorer_input: bool | None = field(
+        default=None, metadata={"help": "Stop the scorer gradient at its input."}
+    )
 
 
 @dataclass
@@ -121,6 +125,8 @@ def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
             "retention_scorer",
             "retention_schedule",
             "retention_gate_init_bias",
+            "retention_detach_scorer_input",
+            "retention_budget_gradient",
         )
         if getattr(model_args, name) is not None
     }

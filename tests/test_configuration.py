@@ -89,7 +89,7 @@ def test_every_field_is_validated(family, field, value, message):
         ({"retention_schedule": [1.0, 0.5, 0.5]}, r"retention_schedule has 3 entries, expected one per layer \(4\)"),
         ({"retention_schedule": [1.0, 0.4, 0.5, 0.4], "retention_ratio": 0.575}, r"must be non-increasing"),
         (
-            {"retention_schedule": [0.9, 0.5, 0.4, 0.4], "retention_ratio": 0.55},
+            {"retention_schedule": [0.9, 0.5, 0.4, 0.4], "retention_ratio": 0.55, "retention_first_gated_layer": 1},
             r"must be 1.0 before retention_first_gated_layer=1",
         ),
         ({"retention_schedule": [1.0, 0.5, 0.4, 0.3]}, r"spends 0.5500 of the dense work but retention_ratio=0.5"),
@@ -115,13 +115,19 @@ def test_uniform_schedule_meets_the_budget(family):
 
 def test_learned_schedule_keeps_its_shape_and_meets_the_budget(family):
     learned = [1.0, 0.9, 0.6, 0.3]
-    config = family.config(retention_ratio=0.5, retention_learned_schedule=learned)
+    config = family.config(retention_ratio=0.5, retention_learned_schedule=learned, retention_first_gated_layer=1)
     ratios = config.retention_layer_ratios()
     assert sum(ratios) / 4 == pytest.approx(0.5, abs=1e-9)
     assert ratios[0] == 1.0
     assert ratios[1] / ratios[3] == pytest.approx(0.9 / 0.3)
     # no schedule learned yet: falls back to uniform
-    assert family.config(retention_ratio=0.5).retention_layer_ratios() == [1.0] + [1 / 3] * 3
+    assert (
+        family.config(retention_ratio=0.5, retention_first_gated_layer=1).retention_layer_ratios()
+        == [1.0] + [1 / 3] * 3
+    )
+    assert (
+        family.config(retention_ratio=0.5).retention_layer_ratios() == [0.5] * 4
+    )  # the first gate sits before layer 0
 
 
 def test_learned_schedule_is_capped_and_monotone(family):

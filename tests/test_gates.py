@@ -1,7 +1,5 @@
 """The pure tensor pieces of the mechanism, against hand-computed values and naive references."""
 
-import math
-
 import pytest
 import torch
 
@@ -10,7 +8,6 @@ from retention_hf.gates import (
     MLPScorer,
     decayed_prefix_sum,
     gather_slots,
-    hard_concrete_keep_probability,
     hard_concrete_sample,
     scatter_to_positions,
     select_kept_slots,
@@ -101,17 +98,6 @@ def test_hard_concrete_range_and_exact_zeros_and_ones():
     assert (gates[:, 0] == 0).float().mean() > 0.99  # strongly negative: clamped to exactly 0
     assert (gates[:, 2] == 1).float().mean() > 0.99  # strongly positive: clamped to exactly 1
     assert 0.1 < (gates[:, 1] == 0).float().mean() < 0.5
-
-
-def test_hard_concrete_keep_probability_matches_sampling():
-    torch.manual_seed(0)
-    log_alpha = torch.tensor([-2.0, -0.5, 0.0, 1.0, 2.5])
-    samples = hard_concrete_sample(log_alpha.repeat(40000, 1), beta=0.66, gamma=-0.1, zeta=1.1)
-    empirical = (samples > 0).float().mean(dim=0)
-    expected = hard_concrete_keep_probability(log_alpha, beta=0.66, gamma=-0.1, zeta=1.1)
-    torch.testing.assert_close(empirical, expected, atol=0.01, rtol=0)
-    # closed form: sigmoid(log_alpha - beta * log(-gamma / zeta))
-    assert expected[2].item() == pytest.approx(1 / (1 + math.exp(0.66 * math.log(0.1 / 1.1))))
 
 
 def test_tokens_to_keep():

@@ -211,13 +211,13 @@ def test_min_tokens_and_short_rows(family):
 
 # ---------------------------------------------------------------------------------------------- train: soft gates
 def test_training_outputs_carry_differentiable_budget_terms(family):
-    model = make_model(family, "sequence", retention_ratio=0.5).train()
+    model = make_model(family, "sequence", retention_ratio=0.5, retention_first_gated_layer=1).train()
     outputs = model(**family.inputs([12, 7, 3], seq_len=12), labels=torch.tensor([0, 1, 2]))
     assert outputs.expected_keep_ratio.shape == (3,)
     assert outputs.expected_layer_keep_ratio.shape == (3, 4)
     assert outputs.expected_keep_ratio.requires_grad
     per_layer = outputs.expected_layer_keep_ratio
-    assert torch.all(per_layer[:, 0] == 1.0), "layer 0 is ungated by default"
+    assert torch.all(per_layer[:, 0] == 1.0), "layer 0 is ungated"
     assert torch.all(per_layer[:, 1:] <= per_layer[:, :-1] + 1e-6), "keep probabilities multiply along depth"
     assert torch.all((per_layer > 0) & (per_layer <= 1))
     torch.testing.assert_close(outputs.expected_keep_ratio, per_layer.mean(dim=1))
@@ -317,7 +317,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(family):
         (outputs.loss + outputs.expected_keep_ratio.mean()).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     gate_grads = [name for name in grads[1] if ".gates." in name]
-    assert len(gate_grads) == 3 * 5  # three gated layers, five parameters each (W and its bias, U, v, b)
+    assert len(gate_grads) == 4 * 5  # four gated layers, five parameters each (W and its bias, U, v, b)
     assert all(grads[1][name].abs().sum() > 0 for name in gate_grads)
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-4)
@@ -351,7 +351,9 @@ def test_hidden_states_and_attentions_follow_the_kept_lengths(family):
     model = make_model(family, retention_ratio=0.5)
     outputs = model(**family.inputs([12, 5], seq_len=12), output_hidden_states=True, output_attentions=True)
     widths = [positions.shape[1] for positions in outputs.kept_positions]
-    assert [h.shape[1] for h in outputs.hidden_states] == [12] + widths
+    # hidden_states[0] is what layer 0 receives: with a gate before layer 0, the selected tokens only
+    assert [h.shape[1] for h in outputs.hidden_states] == [widths[0]] + widths
+    assert widths[0] < 12
     assert [a.shape[-1] for a in outputs.attentions] == widths
 
 

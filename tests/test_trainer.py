@@ -54,6 +54,8 @@ def make_args(tmp_path, **overrides):
         "num_train_epochs": 1,
         "learning_rate": 1e-3,
         "gate_learning_rate": 1e-2,
+        "gate_bias_learning_rate": 1e-2,
+        "budget_warmup_steps": 0,
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": [],
@@ -116,6 +118,7 @@ def test_arguments_from_the_command_line():
         ({"budget_warmup_steps": -1}, r"budget_warmup_steps must be a step count >= 0 or a ratio in \[0, 1\), got -1"),
         ({"budget_warmup_steps": 2.5}, r"got 2.5"),
         ({"gate_learning_rate": 0.0}, r"gate_learning_rate must be > 0, got 0.0"),
+        ({"gate_bias_learning_rate": -1.0}, r"gate_bias_learning_rate must be > 0, got -1.0"),
         ({"exact_sparse_training": True, "gate_sampling": "sigmoid"}, r"exact_sparse_training needs gate_sampling"),
     ],
 )
@@ -148,17 +151,32 @@ def test_arguments_reach_the_model_config(tmp_path):
     assert trainer.budget.target == 0.3
 
 
-def test_gate_parameters_get_their_own_learning_rate(tmp_path):
-    trainer = make_trainer(tmp_path, learning_rate=1e-4, gate_learning_rate=3e-2, max_steps=1)
+def test_gate_parameters_get_their_own_learning_rates(tmp_path):
+    trainer = make_trainer(
+        tmp_path, learning_rate=1e-4, gate_learning_rate=3e-3, gate_bias_learning_rate=5e-2, max_steps=1
+    )
     trainer.create_optimizer()
-    gate_params = {id(p) for n, p in trainer.model.named_parameters() if ".gates." in n}
-    seen = set()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    expected = {name: 5e-2 if name.endswith(".b") else 3e-3 if ".gates." in name else 1e-4 for name in names.values()}
+    seen = {}
     for group in trainer.optimizer.param_groups:
-        ids = {id(p) for p in group["params"]}
-        assert ids <= gate_params or not ids & gate_params, "groups never mix gate and backbone parameters"
-        assert group["lr"] == (3e-2 if ids <= gate_params else 1e-4)
-        seen |= ids
-    assert gate_params <= seen and len(seen) == len(list(trainer.model.parameters()))
+        for p in group["params"]:
+            seen[names[id(p)]] = group["lr"]
+    assert seen == expected
+    assert sum(name.endswith(".b") for name in seen) == 4  # one output bias per gated layer
+
+
+def test_backbone_and_gates_are_clipped_separately(tmp_path):
+    trainer = make_trainer(tmp_path, max_grad_norm=1.0, max_steps=1)
+    model = trainer.model
+    for name, p in model.named_parameters():
+        p.grad = torch.full_like(p, 100.0 if ".gates." in name else 1e-4)
+    backbone_before = {n: p.grad.clone() for n, p in model.named_parameters() if ".gates." not in n}
+    trainer._clip_grad_norm(model)
+    for name, grad in backbone_before.items():  # tiny backbone gradients are untouched by the huge gate ones
+        torch.testing.assert_close(model.get_parameter(name).grad, grad)
+    gate_norm = torch.norm(torch.stack([p.grad.norm() for n, p in model.named_parameters() if ".gates." in n]))
+    assert gate_norm.item() == pytest.approx(1.0, rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- dual ascent
@@ -259,8 +277,8 @@ def test_learned_schedule_survives_save_and_load(tmp_path):
     trainer = make_trainer(tmp_path, retention_ratio=0.5, dual_step_size=2.0, max_steps=4)
     trainer.train()
     schedule = trainer.model.config.retention_learned_schedule
-    assert schedule is not None and len(schedule) == 4 and schedule[0] == 1.0
-    assert schedule == pytest.approx([1.0] + trainer.budget.learned_schedule()[1:])  # layer 0 is ungated
+    assert schedule is not None and len(schedule) == 4
+    assert schedule == pytest.approx(trainer.budget.learned_schedule())
     trainer.save_model(str(tmp_path / "saved"))
     loaded = BERT.classes["sequence"][0].from_pretrained(tmp_path / "saved")
     assert loaded.config.retention_learned_schedule == schedule
@@ -286,3 +304,46 @@ def test_roberta_trains(tmp_path):
     trainer = make_trainer(tmp_path, family=ROBERTA, task="token", retention_ratio=0.5, max_steps=2)
     trainer.train()
     assert train_logs(trainer)[-1]["lambda"] > 0
+
+
+# ---------------------------------------------------------------------------------------------- distillation
+def test_distillation_loss_values():
+    from types import SimpleNamespace
+
+    from retention_hf.distillation import distillation_loss
+
+    student = SimpleNamespace(logits=torch.tensor([[0.0, 0.0], [2.0, 0.0]]), start_logits=None)
+    teacher = SimpleNamespace(logits=torch.tensor([[0.0, 0.0], [0.0, 2.0]]))
+    mask = torch.ones(2, 1)
+    loss = distillation_loss(student, teacher, mask, temperature=1.0)
+    p = torch.softmax(torch.tensor([0.0, 2.0]), 0)
+    expected = (p * (p.log() - torch.log_softmax(torch.tensor([2.0, 0.0]), 0))).sum()
+    assert loss.tolist() == pytest.approx([0.0, expected.item()], abs=1e-6)
+    # temperature T scales the divergence of the softened distributions by T^2
+    assert distillation_loss(student, teacher, mask, temperature=2.0)[1].item() > 0
+    # token logits: padding positions do not count
+    token_student = SimpleNamespace(logits=torch.tensor([[[2.0, 0.0], [9.0, 0.0]]]), start_logits=None)
+    token_teacher = SimpleNamespace(logits=torch.tensor([[[0.0, 2.0], [0.0, 0.0]]]))
+    masked = distillation_loss(token_student, token_teacher, torch.tensor([[1, 0]]), temperature=1.0)
+    assert masked.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_distillation_from_a_frozen_dense_copy(tmp_path):
+    trainer = make_trainer(tmp_path, retention_ratio=0.5, distillation_weight=0.5, max_steps=3)
+    teacher, model = trainer.teacher_model, trainer.model
+    assert teacher is not model and teacher.config is not model.config
+    assert teacher.config.retention_enabled is False and model.config.retention_enabled is True
+    assert all(not p.requires_grad for p in teacher.parameters())
+    before = {n: p.clone() for n, p in teacher.named_parameters()}
+    trainer.train()
+    assert all(torch.equal(p, before[n]) for n, p in teacher.named_parameters()), "the teacher stays frozen"
+    for entry in train_logs(trainer):
+        combined = 0.5 * entry["task_loss"] + 0.5 * entry["distillation_loss"] + entry["budget_penalty"]
+        assert entry["loss"] == pytest.approx(combined, rel=1e-4)
+
+
+def test_distillation_arguments_are_validated(tmp_path):
+    with pytest.raises(ValueError, match=r"distillation_weight must be in \[0, 1\], got 1.5"):
+        make_args(tmp_path, distillation_weight=1.5)
+    with pytest.raises(ValueError, match="distillation_temperature must be > 0, got 0.0"):
+        make_args(tmp_path, distillation_temperature=0.0)

@@ -186,7 +186,7 @@ class RetentionConfig:
         _check_schedule, default="learned"
     )
     retention_learned_schedule: list[float | int] | None = validated_field(_check_learned_schedule, default=None)
-    retention_first_gated_layer: int = validated_field(_check_first_gated_layer, default=1)
+    retention_first_gated_layer: int = validated_field(_check_first_gated_layer, default=0)
     retention_scorer: Literal["context", "mlp"] = validated_field(_check_scorer, default="context")
     retention_scorer_decay: float | int = validated_field(_check_decay, default=0.9)
     retention_scorer_hidden_size: int | None = validated_field(_check_scorer_hidden_size, default=None)
@@ -202,6 +202,8 @@ class RetentionConfig:
     retention_inference_selection: Literal["topk", "threshold"] = validated_field(_check_selection, default="topk")
     retention_threshold: float | int = validated_field(_check_threshold, default=0.5)
     retention_sparse_training: bool = False
+    retention_detach_scorer_input: bool = True
+    retention_budget_gradient: Literal["bias", "full"] = "bias"
 
     @classmethod
     def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -97,14 +97,6 @@ def hard_concrete_sample(
     return (relaxed * (zeta - gamma) + gamma).clamp(0.0, 1.0)
 
 
-def hard_concrete_keep_probability(log_alpha: torch.Tensor, beta: float, gamma: float, zeta: float) -> torch.Tensor:
-    """``P(z > 0)``: the probability that the sampled gate is not clamped to zero (Louizos et al., Eq. 12).
-
-    This is the expected cost of a token: a token whose gate is exactly zero is not processed.
-    """
-    return torch.sigmoid(log_alpha - beta * math.log(-gamma / zeta))
-
-
 # ---------------------------------------------------------------------------------------------- selection
 def tokens_to_keep(real_lengths: torch.Tensor, protected_counts: torch.Tensor, ratio: float, min_tokens: int):
     """Per-example number of slots kept at a layer with keep fraction ``ratio``.

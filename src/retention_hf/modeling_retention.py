@@ -41,7 +41,6 @@ from .gates import (
     MLPScorer,
     alive_first,
     gather_slots,
-    hard_concrete_keep_probability,
     hard_concrete_sample,
     scatter_to_positions,
     select_kept_slots,
@@ -172,14 +171,11 @@ class RetentionEncoder(nn.Module):
         return _EncoderResult(hidden_states, statistics)
 
     # -------------------------------------------------------------------------------- gates
-    def _keep_probability(self, log_alpha: torch.Tensor) -> torch.Tensor:
-        """Probability that a token is processed: ``P(z > 0)`` for Hard-Concrete gates, ``sigmoid(s)`` otherwise."""
-        config = self.config
-        if config.retention_gate_sampling == "sigmoid":
-            return torch.sigmoid(log_alpha)
-        return hard_concrete_keep_probability(
-            log_alpha, config.hard_concrete_beta, config.hard_concrete_gamma, config.hard_concrete_zeta
-        )
+    @staticmethod
+    def _keep_probability(log_alpha: torch.Tensor) -> torch.Tensor:
+        """The retention probability ``p = sigmoid(s)`` of the paper's Eq. 2-3: the budget counts ``sum_t p_t``
+        and the threshold ablation compares it with ``retention_threshold``."""
+        return torch.sigmoid(log_alpha)
 
     def _sample_gates(self, log_alpha: torch.Tensor, positions: torch.Tensor, seq_len: int) -> torch.Tensor:
         """Relaxed training gates. The noise is drawn per original position, so a token gets the same gate
@@ -286,9 +282,14 @@ class RetentionEncoder(nn.Module):
             layer_input = hidden_states
             if str(index) in self.gates:
                 alive = gate > 0
-                log_alpha = self.gates[str(index)](hidden_states, alive)
+                scorer_input = hidden_states.detach() if config.retention_detach_scorer_input else hidden_states
+                log_alpha = self.gates[str(index)](scorer_input, alive)
                 sample = torch.where(protected, 1.0, self._sample_gates(log_alpha, positions, seq_len))
-                keep_probability = torch.where(protected, 1.0, self._keep_probability(log_alpha))
+                cost_logits = log_alpha
+                if config.retention_budget_gradient == "bias":  # the budget moves the threshold, the task the ranking
+                    bias = self.gates[str(index)].b
+                    cost_logits = log_alpha.detach() + (bias - bias.detach())
+                keep_probability = torch.where(protected, 1.0, self._keep_probability(cost_logits))
                 new_gate = gate * sample
                 # tokens that are already gone cost nothing; the others cost their survival probability
                 expected = expected * keep_probability * alive

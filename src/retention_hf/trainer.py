@@ -8,6 +8,7 @@ Trainer's loss, optimizer step, logging and checkpoints.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 
@@ -18,6 +19,7 @@ from transformers.utils import logging
 
 from .budget import BudgetController
 from .configuration_retention import RetentionConfig
+from .distillation import distillation_loss
 from .training_args import RetentionTrainingArguments
 
 
@@ -29,6 +31,13 @@ GATE_PARAMETER_MARKER = ".gates."
 def is_gate_parameter(name: str) -> bool:
     """Whether a parameter (by its ``named_parameters`` name) belongs to a retention gate / scorer."""
     return GATE_PARAMETER_MARKER in f".{name}"
+
+
+def _frozen_dense_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """The default teacher: the model as it is now (typically a fine-tuned dense model), retention off."""
+    teacher = copy.deepcopy(model)  # the copy's modules share one copied config
+    teacher.config.retention_enabled = False
+    return teacher
 
 
 class _BudgetCallback(TrainerCallback):
@@ -64,7 +73,14 @@ class RetentionTrainer(Trainer):
 
     loss_is_scaled_for_ga: bool | None = None
 
-    def __init__(self, model=None, args: RetentionTrainingArguments | None = None, *trainer_args, **kwargs):
+    def __init__(
+        self,
+        model=None,
+        args: RetentionTrainingArguments | None = None,
+        *trainer_args,
+        teacher_model: torch.nn.Module | None = None,
+        **kwargs,
+    ):
         if model is None:
             raise ValueError("RetentionTrainer needs a retention model (model_init is not supported)")
         config = getattr(model, "config", None)
@@ -91,32 +107,58 @@ class RetentionTrainer(Trainer):
             fixed_lambda=args.fixed_lambda,
         )
         self._examples_in_batch: torch.Tensor | None = None
-        self._step_losses: dict[str, torch.Tensor | float] = {"task_loss": 0.0, "budget_penalty": 0.0}
+        self._step_losses: dict[str, torch.Tensor | float] = {}
         self._eval_keep: list[torch.Tensor] = []
         super().__init__(model, args, *trainer_args, **kwargs)
         self.add_callback(_BudgetCallback(self))
+        self.teacher_model = None
+        if args.distillation_weight > 0:
+            self.teacher_model = teacher_model if teacher_model is not None else _frozen_dense_copy(model)
+            self.teacher_model.to(self.args.device).eval().requires_grad_(False)
 
     # ------------------------------------------------------------------ optimizer
     def create_optimizer(self, model=None):
-        """The default optimizer, with the gate parameters in their own groups at ``gate_learning_rate``."""
+        """The default optimizer, with the gate parameters in their own groups at ``gate_learning_rate``
+        (and the scorers' output biases, which set how many tokens pass, at ``gate_bias_learning_rate``)."""
         optimizer = super().create_optimizer(model)
-        gate_lr = self.args.gate_learning_rate
-        if gate_lr is None or self.optimizer_cls_and_kwargs is not None:
+        if self.optimizer_cls_and_kwargs is not None or (
+            self.args.gate_learning_rate is None and self.args.gate_bias_learning_rate is None
+        ):
             return optimizer
+        gate_lr = self.args.gate_learning_rate or self.args.learning_rate
+        bias_lr = self.args.gate_bias_learning_rate or gate_lr
         opt_model = self.model if model is None else model
-        gate_ids = {id(p) for name, p in opt_model.named_parameters() if is_gate_parameter(name)}
+        learning_rates = {
+            id(p): bias_lr if name.endswith(".b") else gate_lr
+            for name, p in opt_model.named_parameters()
+            if is_gate_parameter(name)
+        }
         groups = []
         for group in optimizer.param_groups:
-            rest = [p for p in group["params"] if id(p) not in gate_ids]
-            gates = [p for p in group["params"] if id(p) in gate_ids]
-            if rest:
-                groups.append({**group, "params": rest})
-            if gates:
-                groups.append({**group, "params": gates, "lr": gate_lr, "initial_lr": gate_lr})
+            by_rate: dict[float | None, list] = {}
+            for p in group["params"]:
+                by_rate.setdefault(learning_rates.get(id(p)), []).append(p)
+            for rate, params in by_rate.items():
+                groups.append(
+                    {**group, "params": params}
+                    if rate is None
+                    else {**group, "params": params, "lr": rate, "initial_lr": rate}
+                )
         optimizer.param_groups.clear()
         for group in groups:
             optimizer.add_param_group(group)
         return optimizer
+
+    def _clip_grad_norm(self, model):
+        """Clip the backbone and the gates separately, so that a large budget gradient on the gates never
+        shrinks the task gradient of the backbone. Returns the backbone's pre-clip norm."""
+        named = list(model.named_parameters())
+        gates = [p for name, p in named if is_gate_parameter(name)]
+        if not gates or self._has_mixed_mesh_grads(model):
+            return super()._clip_grad_norm(model)
+        backbone = [p for name, p in named if not is_gate_parameter(name)]
+        self.accelerator.clip_grad_norm_(gates, self.args.max_grad_norm)
+        return self.accelerator.clip_grad_norm_(backbone, self.args.max_grad_norm)
 
     # ------------------------------------------------------------------ loss
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -135,44 +177,69 @@ class RetentionTrainer(Trainer):
             if isinstance(outputs, dict) and outputs.get("keep_ratio") is not None:
                 self._eval_keep.append(outputs["keep_ratio"].detach())
             return (loss, outputs) if return_outputs else loss
-        expected = outputs.get("expected_keep_ratio") if isinstance(outputs, dict) else None
-        if expected is None:  # retention disabled: a plain (dense) fine-tune
-            return (loss, outputs) if return_outputs else loss
-        # Normalise the penalty exactly like the task loss: either a sum over the accumulated batch (the
-        # model used num_items_in_batch, and the Trainer will not divide by the accumulation steps) or a
-        # micro-batch mean (the Trainer divides by the accumulation steps).
+        # Per-example terms are normalised exactly like the task loss: either a sum over the accumulated
+        # batch (the model used num_items_in_batch and the Trainer will not divide by the accumulation
+        # steps) or a micro-batch mean (the Trainer divides by the accumulation steps).
         scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
-        if scaled:
-            penalty = self.budget.penalty(expected, normaliser=self._examples_in_batch)
-            if self.args.average_tokens_across_devices and self.args.world_size > 1:
-                penalty = penalty * self.accelerator.num_processes  # DDP averages gradients over processes
-        else:
-            penalty = self.budget.penalty(expected)
-        self.budget.accumulate(expected, outputs["layer_keep_ratio"])
         divisor = 1 if scaled else self.current_gradient_accumulation_steps
-        self._step_losses["task_loss"] += loss.detach() / divisor
-        self._step_losses["budget_penalty"] += penalty.detach() / divisor
-        loss = loss + penalty
+        self._record("task_loss", loss, divisor)
+        if self.teacher_model is not None:
+            weight = self.args.distillation_weight
+            distillation = self._normalise(self._distillation(outputs, inputs), scaled)
+            self._record("distillation_loss", distillation, divisor)
+            loss = (1 - weight) * loss + weight * distillation
+        expected = outputs.get("expected_keep_ratio")
+        if expected is not None:  # retention enabled: the budget penalty
+            violation = expected - self.budget.current_target()
+            penalty = self.budget.lagrange_multiplier * self._normalise(violation, scaled)
+            self.budget.accumulate(expected, outputs["layer_keep_ratio"])
+            self._record("budget_penalty", penalty, divisor)
+            loss = loss + penalty
         return (loss, outputs) if return_outputs else loss
 
+    def _normalise(self, per_example: torch.Tensor, scaled: bool) -> torch.Tensor:
+        """Reduce a per-example term over the micro-batch the way the task loss is reduced."""
+        if not scaled:
+            return per_example.mean()
+        reduced = per_example.sum() / self._examples_in_batch
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            reduced = reduced * self.accelerator.num_processes  # DDP averages gradients over processes
+        return reduced
+
+    def _record(self, name: str, value: torch.Tensor, divisor: int) -> None:
+        self._step_losses[name] = self._step_losses.get(name, 0.0) + value.detach() / divisor
+
+    def _distillation(self, outputs, inputs) -> torch.Tensor:
+        teacher_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "start_positions", "end_positions")}
+        with torch.no_grad():
+            teacher_outputs = self.teacher_model(**teacher_inputs)
+        mask = inputs.get("attention_mask")
+        if mask is None:
+            mask = torch.ones(outputs["logits" if "logits" in outputs else "start_logits"].shape[:2])
+        return distillation_loss(
+            outputs, teacher_outputs, mask.to(self.args.device), self.args.distillation_temperature
+        )
+
     def _close_budget_step(self) -> None:
-        """Dual step at the end of an optimizer step (called by the budget callback)."""
+        """End of an optimizer step (called by the budget callback): dual step and step statistics."""
         reduce = None
         if self.args.world_size > 1:
             reduce = lambda totals: self.accelerator.reduce(totals, reduction="sum")  # noqa: E731
+        record = {name: float(value) for name, value in self._step_losses.items()}
+        self._step_losses = {}
         statistics = self.budget.step(all_reduce=reduce)
-        if not statistics:
-            return
-        record = {
-            "lambda": statistics["lambda"],
-            "budget_target": statistics["target"],
-            "expected_keep_ratio": statistics["violation"] + statistics["target"],
-            **{name: float(value) for name, value in self._step_losses.items()},
-        }
-        self._step_losses = {"task_loss": 0.0, "budget_penalty": 0.0}
-        record.update({f"keep_ratio_layer_{i}": value for i, value in enumerate(statistics["layers"])})
-        record["keep_ratio"] = sum(statistics["layers"]) / len(statistics["layers"])
-        self.budget.record_for_log(record)
+        if statistics:
+            record.update(
+                {
+                    "lambda": statistics["lambda"],
+                    "budget_target": statistics["target"],
+                    "expected_keep_ratio": statistics["violation"] + statistics["target"],
+                    "keep_ratio": sum(statistics["layers"]) / len(statistics["layers"]),
+                    **{f"keep_ratio_layer_{i}": value for i, value in enumerate(statistics["layers"])},
+                }
+            )
+        if record:
+            self.budget.record_for_log(record)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: add the budget statistics since the last one

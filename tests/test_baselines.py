@@ -1,0 +1,83 @@
+"""Training-free selection baselines share the model's budget and kept counts; only the choice differs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from retention_hf.baselines import baseline_selection
+
+from families import FAMILIES
+from test_modeling import make_model
+
+
+@pytest.fixture(params=FAMILIES, ids=lambda family: family.name)
+def family(request):
+    return request.param
+
+
+def run(model, inputs, baseline=None, **kwargs):
+    with torch.no_grad():
+        if baseline is None:
+            return model(**inputs, **kwargs)
+        with baseline_selection(model, baseline):
+            return model(**inputs, **kwargs)
+
+
+@pytest.mark.parametrize("baseline", ["random", "truncation", "attention"])
+def test_same_kept_counts_as_the_learned_gates(family, baseline):
+    model = make_model(family, retention_ratio=0.525, retention_schedule=[1.0, 0.6, 0.3, 0.2])
+    inputs = family.inputs([22, 15, 6], seq_len=22)
+    learned = run(model, inputs)
+    heuristic = run(model, inputs, baseline)
+    assert heuristic.kept_counts.tolist() == learned.kept_counts.tolist()
+    assert [p.shape for p in heuristic.kept_positions] == [p.shape for p in learned.kept_positions]
+
+
+def test_truncation_keeps_the_first_tokens(family):
+    model = make_model(family, retention_ratio=0.4)
+    inputs = family.inputs([20, 9], seq_len=20)
+    outputs = run(model, inputs, "truncation")
+    for positions, counts in zip(outputs.kept_positions, outputs.kept_counts.T, strict=True):
+        for row in range(2):
+            assert positions[row][positions[row] >= 0].tolist() == list(range(counts[row]))
+
+
+def test_attention_keeps_the_most_attended_tokens(family):
+    model = make_model(family, retention_ratio=0.4)
+    inputs = family.inputs([20, 13], seq_len=20)
+    outputs = run(model, inputs, "attention", output_attentions=True)
+    for layer in range(1, 4):
+        attention = outputs.attentions[layer - 1]  # probabilities of the layer before the gate
+        previous, kept = outputs.kept_positions[layer - 1], outputs.kept_positions[layer]
+        for row in range(2):
+            real = previous[row] >= 0
+            received = (attention[row][:, real][:, :, real]).sum(dim=(0, 1))
+            received[0] = float("inf")  # the first token is protected
+            count = int(outputs.kept_counts[row, layer])
+            best = sorted(previous[row][real][torch.topk(received, count).indices].tolist())
+            assert kept[row][kept[row] >= 0].tolist() == best
+
+
+def test_random_is_seeded_and_the_gates_come_back(family):
+    model = make_model(family, retention_ratio=0.4)
+    inputs = family.inputs([24, 18], seq_len=24)
+    before = run(model, inputs)
+    first, second = run(model, inputs, "random"), run(model, inputs, "random")
+    assert all(torch.equal(a, b) for a, b in zip(first.kept_positions, second.kept_positions, strict=True))
+    truncation = run(model, inputs, "truncation")
+    assert not all(torch.equal(a, b) for a, b in zip(first.kept_positions, truncation.kept_positions, strict=True))
+    after = run(model, inputs)
+    torch.testing.assert_close(after.last_hidden_state, before.last_hidden_state, atol=0, rtol=0)
+
+
+def test_bad_baseline_requests(family):
+    model = make_model(family, retention_ratio=0.4)
+    with pytest.raises(ValueError, match="unknown baseline 'oracle'"), baseline_selection(model, "oracle"):
+        pass
+    sdpa = make_model(family, attn_implementation="sdpa", retention_ratio=0.4)
+    with (
+        pytest.raises(ValueError, match="load the model with attn_implementation='eager'"),
+        baseline_selection(sdpa, "attention"),
+    ):
+        pass
