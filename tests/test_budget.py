@@ -12,9 +12,13 @@ def test_penalty_mean_and_normalised_sum():
     budget = BudgetController(target=0.5, dual_step_size=0.1, initial_lambda=2.0)
     keep = torch.tensor([0.8, 0.6])
     assert budget.penalty(keep).item() == pytest.approx(2.0 * (0.3 + 0.1) / 2)
+
     # two micro-batches of an accumulated batch of 4 examples add up to the mean over the 4
-    assert budget.penalty(keep, normaliser=4).item() == pytest.approx(2.0 * 0.4 / 4)
-    both = budget.penalty(keep, normaliser=4) + budget.penalty(torch.tensor([0.5, 0.3]), normaliser=4)
+    def quarter_sum(values):
+        return values.sum() / 4
+
+    assert budget.penalty(keep, reduce=quarter_sum).item() == pytest.approx(2.0 * 0.4 / 4)
+    both = budget.penalty(keep, reduce=quarter_sum) + budget.penalty(torch.tensor([0.5, 0.3]), reduce=quarter_sum)
     assert both.item() == pytest.approx(budget.penalty(torch.tensor([0.8, 0.6, 0.5, 0.3])).item())
 
 

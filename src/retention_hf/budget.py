@@ -81,18 +81,14 @@ class BudgetController:
             return self.target
         return 1.0 - (1.0 - self.target) * self.state.steps / self.warmup_steps
 
-    def penalty(
-        self, expected_keep_ratio: torch.Tensor, normaliser: float | torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``lambda * (keep - target)`` for a micro-batch of per-example expected keep ratios.
+    def penalty(self, expected_keep_ratio: torch.Tensor, reduce=torch.mean) -> torch.Tensor:
+        """``lambda * reduce(keep - target)`` for a micro-batch of per-example expected keep ratios.
 
-        Without ``normaliser`` this is the micro-batch mean; with it, the sum divided by ``normaliser``
-        (the number of examples in the whole accumulated batch), so that micro-batches add up to the mean
-        over the optimizer step, like a task loss normalised by ``num_items_in_batch``.
+        ``reduce`` is the micro-batch mean by default; a trainer passes the reduction of its task loss
+        (for example a sum over the micro-batch divided by the examples of the whole accumulated batch),
+        so that micro-batches add up to the mean over the optimizer step.
         """
-        violation = expected_keep_ratio - self.current_target()
-        reduced = violation.mean() if normaliser is None else violation.sum() / normaliser
-        return self.lagrange_multiplier * reduced
+        return self.lagrange_multiplier * reduce(expected_keep_ratio - self.current_target())
 
     def dual_update(self, violation: float) -> float:
         """Projected ascent ``lambda <- max(0, lambda + eta * violation)``; returns the new lambda."""

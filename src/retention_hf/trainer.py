@@ -71,8 +71,6 @@ class RetentionTrainer(Trainer):
     * a separate learning rate for the gate parameters (``gate_learning_rate``).
     """
 
-    loss_is_scaled_for_ga: bool | None = None
-
     def __init__(
         self,
         model=None,
@@ -190,8 +188,7 @@ class RetentionTrainer(Trainer):
             loss = (1 - weight) * loss + weight * distillation
         expected = outputs.get("expected_keep_ratio")
         if expected is not None:  # retention enabled: the budget penalty
-            violation = expected - self.budget.current_target()
-            penalty = self.budget.lagrange_multiplier * self._normalise(violation, scaled)
+            penalty = self.budget.penalty(expected, reduce=lambda values: self._normalise(values, scaled))
             self.budget.accumulate(expected, outputs["layer_keep_ratio"])
             self._record("budget_penalty", penalty, divisor)
             loss = loss + penalty
@@ -251,8 +248,7 @@ class RetentionTrainer(Trainer):
         schedule = self.budget.learned_schedule()
         model = self.accelerator.unwrap_model(self.model)
         if schedule is not None and model.config.retention_enabled:
-            first = model.config.retention_first_gated_layer
-            model.config.retention_learned_schedule = [1.0] * first + schedule[first:]
+            model.config.retention_learned_schedule = schedule
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         self._write_learned_schedule()
