@@ -347,3 +347,20 @@ def test_distillation_arguments_are_validated(tmp_path):
         make_args(tmp_path, distillation_weight=1.5)
     with pytest.raises(ValueError, match="distillation_temperature must be > 0, got 0.0"):
         make_args(tmp_path, distillation_temperature=0.0)
+
+
+def test_topk_finetune_trains_the_final_steps_with_inference_selection(tmp_path):
+    trainer = make_trainer(tmp_path, retention_ratio=0.5, topk_finetune_steps=0.5, max_steps=4)
+    encoder = trainer.model.base_model.encoder
+    lengths = []
+    hook = encoder.layer[-1].register_forward_hook(lambda m, a, o: lengths.append(a[0].shape[1]))
+    gate_before = {n: p.clone() for n, p in trainer.model.named_parameters() if ".gates." in n}
+    trainer.train()
+    hook.remove()
+    logs = train_logs(trainer)
+    assert ["lambda" in entry for entry in logs] == [True, True, False, False]
+    assert all(lengths[i] < lengths[0] for i in (2, 3)), "the top-k steps run on the kept tokens only"
+    assert trainer.model.config.retention_train_with_topk is False
+    assert trainer.model.config.retention_learned_schedule == pytest.approx(trainer.budget.learned_schedule())
+    changed = [n for n, p in trainer.model.named_parameters() if ".gates." in n and not torch.equal(p, gate_before[n])]
+    assert changed, "the gates trained in the first, soft phase"

@@ -168,6 +168,10 @@ class RetentionConfig:
         retention_sparse_training: In training, physically remove the tokens whose sampled gate is
             exactly 0. They carry no gradient, so the loss and gradients are those of the masked
             computation, for less work.
+        retention_train_with_topk: In training, select tokens exactly as at inference (scheduled top-k by
+            score) instead of sampling gates, so the encoder adapts to the tokens it will see. The scorers
+            get no gradient in this mode; ``RetentionTrainer`` uses it for its final steps
+            (``topk_finetune_steps``).
     """
 
     base_model_type: ClassVar[str] = ""
@@ -202,6 +206,7 @@ class RetentionConfig:
     retention_inference_selection: Literal["topk", "threshold"] = validated_field(_check_selection, default="topk")
     retention_threshold: float | int = validated_field(_check_threshold, default=0.5)
     retention_sparse_training: bool = False
+    retention_train_with_topk: bool = False
     retention_detach_scorer_input: bool = True
     retention_budget_gradient: Literal["bias", "full"] = "bias"
 

@@ -149,7 +149,7 @@ class RetentionEncoder(nn.Module):
                 f"retention_first_gated_layer={self.config.retention_first_gated_layer} does not match the gates this "
                 f"model was built with (before layers {list(self.gates.keys())}); rebuild the model to change it"
             )
-        if self.training:
+        if self.training and not self.config.retention_train_with_topk:
             return self._soft_forward(hidden_states, attention_mask, protected, restore_dropped_tokens, **kwargs)
         return self._compact_forward(hidden_states, attention_mask, protected, restore_dropped_tokens, **kwargs)
 

@@ -40,18 +40,33 @@ def _frozen_dense_copy(model: torch.nn.Module) -> torch.nn.Module:
     return teacher
 
 
+def _resolve_steps(value: float, max_steps: int) -> int:
+    """A step count, or (a float in (0, 1)) a share of ``max_steps``, like ``TrainingArguments.warmup_steps``."""
+    return math.ceil(value * max_steps) if 0 < value < 1 else int(value)
+
+
 class _BudgetCallback(TrainerCallback):
-    """Closes every optimizer step of the budget (dual step) and resolves the budget warm-up."""
+    """Closes every optimizer step of the budget (dual step), resolves the budget warm-up and switches to
+    top-k training for the final steps."""
 
     def __init__(self, trainer: RetentionTrainer):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
-        warmup = args.budget_warmup_steps
-        self.trainer.budget.warmup_steps = math.ceil(warmup * state.max_steps) if 0 < warmup < 1 else int(warmup)
+        self.trainer.budget.warmup_steps = _resolve_steps(args.budget_warmup_steps, state.max_steps)
+        self.topk_from = state.max_steps - _resolve_steps(args.topk_finetune_steps, state.max_steps)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        config = self.trainer.accelerator.unwrap_model(self.trainer.model).config
+        if args.topk_finetune_steps and state.global_step >= self.topk_from and not config.retention_train_with_topk:
+            self.trainer._write_learned_schedule()  # the top-k phase runs the schedule learned so far
+            config.retention_train_with_topk = True
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.trainer._close_budget_step()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer.accelerator.unwrap_model(self.trainer.model).config.retention_train_with_topk = False
 
 
 class RetentionTrainer(Trainer):
@@ -101,7 +116,7 @@ class RetentionTrainer(Trainer):
             target=config.retention_ratio,
             dual_step_size=args.dual_step_size,
             initial_lambda=args.initial_lambda,
-            warmup_steps=int(args.budget_warmup_steps) if args.budget_warmup_steps >= 1 else 0,
+            warmup_steps=_resolve_steps(args.budget_warmup_steps, 0),
             fixed_lambda=args.fixed_lambda,
         )
         self._examples_in_batch: torch.Tensor | None = None

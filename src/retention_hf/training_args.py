@@ -64,6 +64,14 @@ class RetentionTrainingArguments(TrainingArguments):
             "help": "Inference: keep the scheduled top-M tokens per layer, or threshold the keep probability (ablation)."
         },
     )
+    topk_finetune_steps: float = field(
+        default=0,
+        metadata={
+            "help": "Train the last steps with the inference-time top-k selection (learned schedule, scorers "
+            "frozen in effect), so the encoder adapts to exactly the tokens it keeps at inference. A count, or a "
+            "float in [0, 1) for a share of the run."
+        },
+    )
     exact_sparse_training: bool = field(
         default=False,
         metadata={
@@ -89,16 +97,14 @@ class RetentionTrainingArguments(TrainingArguments):
             raise ValueError(f"dual_step_size (eta) must be >= 0, got {self.dual_step_size}")
         if self.initial_lambda < 0:
             raise ValueError(f"initial_lambda must be >= 0, got {self.initial_lambda}")
-        if self.budget_warmup_steps < 0 or (
-            self.budget_warmup_steps >= 1 and self.budget_warmup_steps != int(self.budget_warmup_steps)
-        ):
-            raise ValueError(
-                f"budget_warmup_steps must be a step count >= 0 or a ratio in [0, 1), got {self.budget_warmup_steps}"
-            )
         for name in ("gate_learning_rate", "gate_bias_learning_rate"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        for name in ("budget_warmup_steps", "topk_finetune_steps"):
+            value = getattr(self, name)
+            if value < 0 or (value >= 1 and value != int(value)):
+                raise ValueError(f"{name} must be a step count >= 0 or a ratio in [0, 1), got {value}")
         if not 0.0 <= self.distillation_weight <= 1.0:
             raise ValueError(f"distillation_weight must be in [0, 1], got {self.distillation_weight}")
         if not self.distillation_temperature > 0:
