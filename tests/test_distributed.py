@@ -51,6 +51,7 @@ def run_example(launcher: list[str], checkpoint: Path, output_dir: Path, batch_s
         "--gate_sampling=sigmoid",  # deterministic gates: both runs must compute the same numbers
         "--retention_ratio=0.4",
         "--initial_lambda=0.5",
+        "--budget_warmup_steps=0",  # the budget binds from the first step, so lambda must rise
         "--save_strategy=steps",
         "--save_steps=4",
         "--logging_steps=1",

@@ -1,0 +1,58 @@
+"""Evaluation data for the benchmarks: texts, labels and the fixed batches every configuration runs on."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+DATASETS = {
+    "sst2": REPO / "data" / "sst2" / "dev.tsv",  # GLUE SST-2 dev, 872 sentences (shipped)
+    "imdb": SHARED / "imdb" / "sample_test.jsonl",  # the deterministic 1k IMDb test sample
+}
+
+
+@dataclass
+class Examples:
+    texts: list[str]
+    labels: list[int]
+
+
+def load_examples(name: str, limit: int | None = None) -> Examples:
+    path = DATASETS[name]
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: {path} not found (IMDb comes from ../shared/data, see data/README.md)")
+    if name == "sst2":
+        with path.open(encoding="utf-8") as handle:
+            rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+        texts, labels = [row[0].strip() for row in rows], [int(row[1]) for row in rows]
+    else:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        texts, labels = [row["text"] for row in rows], [int(row["label"]) for row in rows]
+    return Examples(texts[:limit], labels[:limit])
+
+
+def make_batches(tokenizer, examples: Examples, batch_size: int, max_length: int) -> list[dict[str, torch.Tensor]]:
+    """Dynamically padded batches in dataset order; every configuration runs on exactly these tensors."""
+    batches = []
+    for start in range(0, len(examples.texts), batch_size):
+        encoded = tokenizer(
+            examples.texts[start : start + batch_size],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        encoded["labels"] = torch.tensor(examples.labels[start : start + batch_size])
+        batches.append(dict(encoded))
+    return batches
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value for key, value in batch.items() if key != "labels"}

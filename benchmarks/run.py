@@ -1,0 +1,184 @@
+"""The benchmark harness: speed, memory and accuracy of retention models against dense and heuristics.
+
+For one dataset it measures, in one run:
+
+* throughput and per-batch latency of the dense model (retention off, same weights), of the retention
+  model at every budget, of the *ideal limit* at every budget (the same layers fed exactly the kept
+  counts, free scorer, no gather) and of stock transformers on the same weights, interleaved and
+  repeated on the same dynamically padded batches (medians);
+* peak memory above the loaded model per configuration (a fresh child process each, see memory.py);
+* accuracy of the learned gates and of the random / truncation / attention baselines, which run on the
+  fine-tuned dense model with the learned model's budget and schedule (same kept counts).
+
+    python -m benchmarks.run --dataset imdb --max_length 512 --dense runs/imdb-dense \\
+        --learned 0.7=runs/imdb-r70 0.5=runs/imdb-r50 0.3=runs/imdb-r30 --output results/imdb
+
+Writes ``<output>/results.json``, ``results.md`` and the plots (see report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging
+
+import retention_hf
+
+from . import report
+from .accuracy import accuracy, copy_schedule
+from .data import load_examples, make_batches, model_inputs
+from .memory import measure as measure_memory
+from .speed import IdealLimit, paired_overhead, stock_twin, time_configurations
+
+
+BASELINES = ("random", "truncation", "attention")
+
+
+def load_retention_model(path: str, **overrides) -> torch.nn.Module:
+    model = AutoModelForSequenceClassification.from_pretrained(path, **overrides).eval()
+    if not isinstance(model.config, retention_hf.RetentionConfig):
+        raise TypeError(f"{path} is not a retention checkpoint ({type(model).__name__})")
+    return model
+
+
+def set_configuration(model: torch.nn.Module, configuration: str) -> None:
+    """``dense`` (retention off) or ``rho=<ratio>`` (retention at that budget)."""
+    if configuration == "dense":
+        model.config.retention_enabled = False
+        return
+    model.config.retention_enabled = True
+    model.config.retention_ratio = float(configuration.split("=", 1)[1])
+
+
+def parse_learned(values: list[str]) -> dict[float, str]:
+    learned = {}
+    for value in values:
+        ratio, _, path = value.partition("=")
+        if not path:
+            raise argparse.ArgumentTypeError(f"--learned expects RATIO=CHECKPOINT, got {value!r}")
+        learned[float(ratio)] = path
+    return dict(sorted(learned.items(), reverse=True))
+
+
+def machine() -> dict[str, object]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "retention_hf": retention_hf.__version__,
+    }
+
+
+def run_speed(args, learned: dict[float, str], batches) -> dict[str, object]:
+    first = next(iter(learned.values()))
+    reference = load_retention_model(first)
+    stock = stock_twin(reference)
+    dense = load_retention_model(first, retention_enabled=False)
+    at_one = load_retention_model(first, retention_ratio=1.0)
+    configurations = {
+        "stock": lambda i, b: stock(**model_inputs(b)),
+        "dense": lambda i, b: dense(**model_inputs(b)),
+        "rho=1.0": lambda i, b: at_one(**model_inputs(b)),
+    }
+    for ratio, path in learned.items():
+        model = load_retention_model(path, retention_ratio=ratio)
+        configurations[f"rho={ratio}"] = lambda i, b, m=model: m(**model_inputs(b))
+        configurations[f"ideal rho={ratio}"] = IdealLimit(model, batches)
+    timings = time_configurations(configurations, batches, repeats=args.repeats)
+    dense_throughput = timings["dense"].throughput
+    speed = {
+        name: {
+            "examples_per_second": timing.throughput,
+            "median_batch_latency_ms": timing.median_latency * 1000,
+            "speedup_vs_dense": timing.throughput / dense_throughput,
+        }
+        for name, timing in timings.items()
+    }
+    return {
+        "speed": speed,
+        "gate_overhead_rho1_vs_stock": paired_overhead(timings["rho=1.0"], timings["stock"]),
+        "dense_vs_stock": paired_overhead(timings["dense"], timings["stock"]),
+    }
+
+
+def run_memory(args, learned: dict[float, str]) -> dict[str, float]:
+    first = next(iter(learned.values()))
+    measured = {}
+    for configuration, path in [("stock", first), ("dense", first), *[(f"rho={r}", p) for r, p in learned.items()]]:
+        measured[configuration] = measure_memory(
+            path, args.dataset, configuration, args.batch_size, args.max_length, args.limit
+        )
+        print(f"peak memory above the model, {configuration}: {measured[configuration]:.1f} MB", flush=True)
+    return measured
+
+
+def run_accuracy(args, learned: dict[float, str], batches) -> dict[str, object]:
+    dense = load_retention_model(args.dense, retention_enabled=False, attn_implementation="eager")
+    results: dict[str, object] = {"dense": accuracy(dense, batches, desc="dense")["accuracy"]}
+    for ratio, path in learned.items():
+        model = load_retention_model(path, retention_ratio=ratio)
+        row = {"learned": accuracy(model, batches, desc=f"learned rho={ratio}")}
+        copy_schedule(model.config, dense, ratio)
+        for name in BASELINES:
+            row[name] = accuracy(dense, batches, baseline=name, desc=f"{name} rho={ratio}")
+        results[f"rho={ratio}"] = row
+        dense.config.retention_enabled = False
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=["sst2", "imdb"], required=True)
+    parser.add_argument("--dense", required=True, help="the fine-tuned dense checkpoint (baselines, dense accuracy)")
+    parser.add_argument("--learned", nargs="+", required=True, help="RATIO=CHECKPOINT of the retention models")
+    parser.add_argument("--max_length", type=int, default=512)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over every batch and configuration")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N examples (smoke runs)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "memory", "accuracy"])
+    parser.add_argument("--output", required=True, help="directory for results.json, results.md and plots")
+    args = parser.parse_args(argv)
+    logging.set_verbosity_error()
+    learned = parse_learned(args.learned)
+
+    tokenizer = AutoTokenizer.from_pretrained(args.dense)
+    batches = make_batches(tokenizer, load_examples(args.dataset, args.limit), args.batch_size, args.max_length)
+    results: dict[str, object] = {
+        "dataset": args.dataset,
+        "examples": sum(len(b["labels"]) for b in batches),
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "repeats": args.repeats,
+        "machine": machine(),
+        "schedules": {
+            str(ratio): load_retention_model(path, retention_ratio=ratio).config.retention_layer_ratios()
+            for ratio, path in learned.items()
+        },
+    }
+    if "speed" not in args.skip:
+        results.update(run_speed(args, learned, batches))
+    if "memory" not in args.skip:
+        results["memory_mb"] = run_memory(args, learned)
+    if "accuracy" not in args.skip:
+        results["accuracy"] = run_accuracy(args, learned, batches)
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(results, indent=2))
+    report.write(results, output)
+    print((output / "results.md").read_text())
+    return results
+
+
+if __name__ == "__main__":
+    main()

