@@ -122,17 +122,23 @@ def run_memory(args, learned: dict[float, str]) -> dict[str, float]:
     return measured
 
 
+def load_dense(path: str, first_gated_layer: int | None = None) -> torch.nn.Module:
+    """The fine-tuned dense model, with its (unused) gates placed like the learned model's, so that the
+    baselines select before the same layers and keep the same counts."""
+    overrides = {} if first_gated_layer is None else {"retention_first_gated_layer": first_gated_layer}
+    return load_retention_model(path, retention_enabled=False, attn_implementation="eager", **overrides)
+
+
 def run_accuracy(args, learned: dict[float, str], batches) -> dict[str, object]:
-    dense = load_retention_model(args.dense, retention_enabled=False, attn_implementation="eager")
-    results: dict[str, object] = {"dense": accuracy(dense, batches, desc="dense")["accuracy"]}
+    results: dict[str, object] = {"dense": accuracy(load_dense(args.dense), batches, desc="dense")["accuracy"]}
     for ratio, path in learned.items():
         model = load_retention_model(path, retention_ratio=ratio)
         row = {"learned": accuracy(model, batches, desc=f"learned rho={ratio}")}
+        dense = load_dense(args.dense, model.config.retention_first_gated_layer)
         copy_schedule(model.config, dense, ratio)
         for name in BASELINES:
             row[name] = accuracy(dense, batches, baseline=name, desc=f"{name} rho={ratio}")
         results[f"rho={ratio}"] = row
-        dense.config.retention_enabled = False
     return results
 
 

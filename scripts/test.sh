@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 bash scripts/setup.sh test
-"$VENV/bin/python" -m ruff check src tests examples
-"$VENV/bin/python" -m ruff format --check src tests examples
+"$VENV/bin/python" -m ruff check src tests examples benchmarks
+"$VENV/bin/python" -m ruff format --check src tests examples benchmarks
 "$VENV/bin/python" -m pytest "$@"
