@@ -17,7 +17,8 @@ def _ratios(results: dict) -> list[float]:
 
 def table(results: dict) -> str:
     lines = [
-        f"{results['dataset']}: {results['examples']} examples, batch {results['batch_size']}, max length "
+        f"{results['dataset']}: accuracy on {results['examples']} examples, speed and memory on the first "
+        f"{results.get('timing_examples', results['examples'])}; batch {results['batch_size']}, max length "
         f"{results['max_length']}, {results['repeats']} interleaved repeats (medians), "
         f"{results['machine']['cpu_count']} CPU cores, torch {results['machine']['torch']}",
         "",

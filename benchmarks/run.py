@@ -111,12 +111,12 @@ def run_speed(args, learned: dict[float, str], batches) -> dict[str, object]:
     }
 
 
-def run_memory(args, learned: dict[float, str]) -> dict[str, float]:
+def run_memory(args, learned: dict[float, str], limit: int | None) -> dict[str, float]:
     first = next(iter(learned.values()))
     measured = {}
     for configuration, path in [("stock", first), ("dense", first), *[(f"rho={r}", p) for r, p in learned.items()]]:
         measured[configuration] = measure_memory(
-            path, args.dataset, configuration, args.batch_size, args.max_length, args.limit
+            path, args.dataset, configuration, args.batch_size, args.max_length, limit
         )
         print(f"peak memory above the model, {configuration}: {measured[configuration]:.1f} MB", flush=True)
     return measured
@@ -151,6 +151,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over every batch and configuration")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N examples (smoke runs)")
+    parser.add_argument(
+        "--timing_examples",
+        type=int,
+        default=None,
+        help="time and measure memory on the first N examples only (accuracy always uses every example)",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "memory", "accuracy"])
     parser.add_argument("--output", required=True, help="directory for results.json, results.md and plots")
     args = parser.parse_args(argv)
@@ -171,10 +177,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             for ratio, path in learned.items()
         },
     }
+    timing_limit = (
+        min(n for n in (args.limit, args.timing_examples) if n) if args.limit or args.timing_examples else None
+    )
+    timing_batches = batches[: -(-timing_limit // args.batch_size)] if timing_limit else batches
+    results["timing_examples"] = sum(len(b["labels"]) for b in timing_batches)
     if "speed" not in args.skip:
-        results.update(run_speed(args, learned, batches))
+        results.update(run_speed(args, learned, timing_batches))
     if "memory" not in args.skip:
-        results["memory_mb"] = run_memory(args, learned)
+        results["memory_mb"] = run_memory(args, learned, timing_limit)
     if "accuracy" not in args.skip:
         results["accuracy"] = run_accuracy(args, learned, batches)
 

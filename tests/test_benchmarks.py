@@ -51,6 +51,7 @@ def test_harness_end_to_end(checkpoints, tmp_path):
             "--batch_size=8",
             "--repeats=1",
             "--limit=24",
+            "--timing_examples=16",
             f"--output={output}",
         ]
     )
@@ -69,7 +70,8 @@ def test_harness_end_to_end(checkpoints, tmp_path):
         assert all(0 <= cell["accuracy"] <= 1 for cell in row.values())
     for ratio, schedule in results["schedules"].items():  # the learned shape, rescaled to the budget
         assert sum(schedule) / len(schedule) == pytest.approx(float(ratio), abs=1e-6)
-    assert json.loads((output / "results.json").read_text())["examples"] == 24
+    written = json.loads((output / "results.json").read_text())
+    assert written["examples"] == 24 and written["timing_examples"] == 16
     table = (output / "results.md").read_text()
     for row in expected_rows:
         assert f"| {row} |" in table
