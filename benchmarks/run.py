@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             for ratio, path in learned.items()
         },
     }
-    timing_limit = (
-        min(n for n in (args.limit, args.timing_examples) if n) if args.limit or args.timing_examples else None
-    )
+    timing_limit = min((n for n in (args.limit, args.timing_examples) if n), default=None)
     timing_batches = batches[: -(-timing_limit // args.batch_size)] if timing_limit else batches
     results["timing_examples"] = sum(len(b["labels"]) for b in timing_batches)
     if "speed" not in args.skip:
