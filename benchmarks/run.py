@@ -131,10 +131,14 @@ def load_dense(path: str, first_gated_layer: int | None = None) -> torch.nn.Modu
 
 def run_accuracy(args, learned: dict[float, str], batches) -> dict[str, object]:
     results: dict[str, object] = {"dense": accuracy(load_dense(args.dense), batches, desc="dense")["accuracy"]}
+    dense_by_first_gate: dict[int, torch.nn.Module] = {}  # copy_schedule rewrites every budget field it uses
     for ratio, path in learned.items():
         model = load_retention_model(path, retention_ratio=ratio)
         row = {"learned": accuracy(model, batches, desc=f"learned rho={ratio}")}
-        dense = load_dense(args.dense, model.config.retention_first_gated_layer)
+        first_gate = model.config.retention_first_gated_layer
+        if first_gate not in dense_by_first_gate:
+            dense_by_first_gate[first_gate] = load_dense(args.dense, first_gate)
+        dense = dense_by_first_gate[first_gate]
         copy_schedule(model.config, dense, ratio)
         for name in BASELINES:
             row[name] = accuracy(dense, batches, baseline=name, desc=f"{name} rho={ratio}")

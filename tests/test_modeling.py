@@ -202,6 +202,36 @@ def test_protected_tokens_survive(family):
     assert outputs.kept_counts[:, 1].tolist() == [9, 8]
 
 
+def test_protect_first_segment_keeps_the_question(family):
+    separator = 7
+    model = make_model(
+        family,
+        "qa",
+        retention_ratio=0.3,
+        retention_first_gated_layer=0,
+        retention_protected_token_ids=[separator],
+        retention_protect_first_segment=True,
+    )
+    inputs = family.inputs([40, 30, 20], seq_len=40)
+    inputs["input_ids"][inputs["input_ids"] == separator] = separator + 1  # separators only where placed below
+    inputs["input_ids"][0, [6, 39]] = separator  # [CLS] q1..q5 [SEP] context [SEP]
+    inputs["input_ids"][1, [9, 10, 29]] = separator  # RoBERTa style: <s> q </s></s> context </s>
+    outputs = model(**inputs)  # row 2 has no separator: only its first position is protected
+    for positions in outputs.kept_positions:
+        assert set(range(7)) | {39} <= set(positions[0].tolist())
+        assert set(range(11)) | {29} <= set(positions[1].tolist())
+        assert 0 in positions[2].tolist()
+    # the question counts towards the budget: ceil(0.3 * 40) = 12 slots, 8 of them protected
+    assert outputs.kept_counts[:, -1].tolist() == [12, 12, 6]
+    assert outputs.start_logits.shape == (3, 40)
+
+
+def test_protect_first_segment_needs_input_ids(family):
+    model = make_model(family, retention_protected_token_ids=[7], retention_protect_first_segment=True)
+    with pytest.raises(ValueError, match="retention_protect_first_segment finds the first segment in input_ids"):
+        model(inputs_embeds=torch.randn(1, 5, 32))
+
+
 def test_min_tokens_and_short_rows(family):
     model = make_model(family, retention_ratio=0.3, retention_first_gated_layer=0, retention_min_tokens=4)
     outputs = model(**family.inputs([30, 5, 3, 1], seq_len=30))

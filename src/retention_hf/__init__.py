@@ -1,7 +1,8 @@
 """retention_hf: BERT and RoBERTa encoders that learn which tokens to keep (Adaptive Retention).
 
 Importing the package registers every retention class with the transformers Auto classes, so
-``AutoModelForSequenceClassification.from_pretrained(<retention checkpoint>)`` works.
+``AutoModelForSequenceClassification.from_pretrained(<retention checkpoint>)`` works, and registers the
+extractive QA pipeline, so ``pipeline("extractive-question-answering", model=...)`` works.
 """
 
 from transformers import (
@@ -35,6 +36,7 @@ from .modeling_retention_roberta import (
     RetentionRobertaModel,
     RetentionRobertaPreTrainedModel,
 )
+from .question_answering import ExtractiveQuestionAnsweringPipeline, register_pipeline
 from .trainer import RetentionTrainer
 from .training_args import RetentionTrainingArguments
 
@@ -65,9 +67,11 @@ def _register_auto_classes() -> None:
 
 
 _register_auto_classes()
+register_pipeline()  # pipeline("extractive-question-answering", model=...)
 
 __all__ = [
     "BudgetController",
+    "ExtractiveQuestionAnsweringPipeline",
     "RetentionBertConfig",
     "RetentionBertForQuestionAnswering",
     "RetentionBertForSequenceClassification",

@@ -158,6 +158,10 @@ class RetentionConfig:
             stretch interval (Louizos et al., 2018).
         retention_protected_token_ids: Token ids that are never dropped (for example ``[SEP]``). The
             first position ([CLS] / <s>) is always protected.
+        retention_protect_first_segment: Also protect every token up to the first occurrence of a
+            ``retention_protected_token_ids`` token: for a pair encoded ``[CLS] question [SEP] context
+            [SEP]`` (or RoBERTa's ``<s> question </s></s> context </s>``), the question. Only the second
+            segment then competes for the budget; the protected tokens still count towards it.
         retention_min_tokens: Every example keeps at least this many tokens (or all, if it is shorter).
         retention_gate_sampling: ``"hard_concrete"`` samples the paper's Eq. 6 gates in training;
             ``"sigmoid"`` uses the deterministic gate ``sigmoid(s)`` (the paper's "no Hard-Concrete" ablation).
@@ -199,6 +203,7 @@ class RetentionConfig:
     hard_concrete_gamma: float | int = validated_field(_check_gamma, default=-0.1)
     hard_concrete_zeta: float | int = validated_field(_check_zeta, default=1.1)
     retention_protected_token_ids: list[int] = validated_field(_check_protected_ids, default_factory=list)
+    retention_protect_first_segment: bool = False
     retention_min_tokens: int = validated_field(_check_min_tokens, default=1)
     retention_gate_sampling: Literal["hard_concrete", "sigmoid"] = validated_field(
         _check_gate_sampling, default="hard_concrete"
@@ -240,6 +245,11 @@ class RetentionConfig:
                 f"retention_ratio={self.retention_ratio} is unreachable: the {first} ungated layer(s) alone cost "
                 f"{first}/{num_layers} = {first / num_layers:.3f} of the dense work. Raise retention_ratio or "
                 f"lower retention_first_gated_layer."
+            )
+        if self.retention_protect_first_segment and not self.retention_protected_token_ids:
+            raise ValueError(
+                "retention_protect_first_segment needs the separator in retention_protected_token_ids (for example "
+                "[tokenizer.sep_token_id]): the first segment ends at its first occurrence"
             )
         if self.retention_sparse_training and self.retention_gate_sampling != "hard_concrete":
             raise ValueError(

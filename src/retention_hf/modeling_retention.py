@@ -372,12 +372,21 @@ def _check_encoder_config(model_class: type, config: RetentionConfig) -> None:
 def _protected_positions(
     config: RetentionConfig, input_ids: torch.Tensor | None, shape: tuple[int, int], device, protected_mask
 ) -> torch.Tensor:
-    """Tokens that are never dropped: the first position, the configured token ids and ``protected_mask``."""
+    """Tokens that are never dropped: the first position, the configured token ids (and, with
+    ``retention_protect_first_segment``, everything before the first of them) and ``protected_mask``."""
     protected = torch.zeros(shape, dtype=torch.bool, device=device)
     protected[:, 0] = True
+    if config.retention_protect_first_segment and input_ids is None:
+        raise ValueError("retention_protect_first_segment finds the first segment in input_ids; pass input_ids")
     if input_ids is not None and config.retention_protected_token_ids:
         ids = torch.tensor(config.retention_protected_token_ids, device=device)
-        protected |= torch.isin(input_ids, ids)
+        separators = torch.isin(input_ids, ids)
+        protected |= separators
+        if config.retention_protect_first_segment:
+            # rows without a separator protect nothing more (first_separator = -1)
+            first_separator = torch.where(separators.any(dim=1), separators.int().argmax(dim=1), -1)
+            positions = torch.arange(shape[1], device=device)
+            protected |= positions.unsqueeze(0) <= first_separator.unsqueeze(1)
     if protected_mask is not None:
         if protected_mask.shape != shape:
             raise ValueError(f"protected_mask has shape {tuple(protected_mask.shape)}, expected {shape}")

