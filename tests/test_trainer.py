@@ -34,17 +34,19 @@ def collate(features, pad_token_id=0):
     length = max(len(f["input_ids"]) for f in features)
     input_ids = torch.full((len(features), length), pad_token_id)
     attention_mask = torch.zeros(len(features), length, dtype=torch.long)
-    token_labels = isinstance(features[0]["labels"], list)
-    labels = torch.full((len(features), length), -100) if token_labels else torch.zeros(len(features), dtype=torch.long)
     for row, feature in enumerate(features):
-        n = len(feature["input_ids"])
-        input_ids[row, :n] = torch.tensor(feature["input_ids"])
-        attention_mask[row, :n] = 1
-        if token_labels:
-            labels[row, :n] = torch.tensor(feature["labels"])
-        else:
-            labels[row] = feature["labels"]
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        input_ids[row, : len(feature["input_ids"])] = torch.tensor(feature["input_ids"])
+        attention_mask[row, : len(feature["input_ids"])] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "labels" not in features[0]:
+        return batch
+    if isinstance(features[0]["labels"], list):  # token labels, padded with -100
+        batch["labels"] = torch.full((len(features), length), -100)
+        for row, feature in enumerate(features):
+            batch["labels"][row, : len(feature["labels"])] = torch.tensor(feature["labels"])
+    else:
+        batch["labels"] = torch.tensor([feature["labels"] for feature in features])
+    return batch
 
 
 def make_args(tmp_path, **overrides):
@@ -291,6 +293,15 @@ def test_evaluation_reports_the_keep_ratio(tmp_path):
     assert 0.5 <= metrics["eval_keep_ratio"] < 0.75
     trainer.model.config.retention_enabled = False
     assert trainer.evaluate(eval_dataset=random_dataset(16, seed=1))["eval_keep_ratio"] == 1.0
+
+
+def test_predict_on_unlabelled_data_reports_the_keep_ratio(tmp_path):
+    trainer = make_trainer(tmp_path, retention_ratio=0.5, max_steps=1)
+    labelled = random_dataset(16, seed=1)
+    expected = trainer.evaluate(eval_dataset=labelled)["eval_keep_ratio"]
+    output = trainer.predict(labelled.remove_columns("labels"), metric_key_prefix="eval")
+    assert output.metrics["eval_keep_ratio"] == pytest.approx(expected, rel=1e-6)
+    assert output.predictions.shape == (16, 3)
 
 
 def test_dense_training_through_the_same_trainer(tmp_path):

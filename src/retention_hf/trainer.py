@@ -187,8 +187,6 @@ class RetentionTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if not model.training:
-            if isinstance(outputs, dict) and outputs.get("keep_ratio") is not None:
-                self._eval_keep.append(outputs["keep_ratio"].detach())
             return (loss, outputs) if return_outputs else loss
         # Per-example terms are normalised exactly like the task loss: either a sum over the accumulated
         # batch (the model used num_items_in_batch and the Trainer will not divide by the accumulation
@@ -290,9 +288,24 @@ class RetentionTrainer(Trainer):
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
-        """The usual evaluation, plus ``<prefix>_keep_ratio``: the realised share of the dense work."""
+        """The usual evaluation, plus ``<prefix>_keep_ratio``: the realised share of the dense work.
+
+        The keep ratios are read by a forward hook, so they are collected whether or not the eval data has
+        labels (``predict`` on unlabelled data included).
+        """
         self._eval_keep = []
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+
+        def collect_keep_ratio(module, args, outputs):
+            if isinstance(outputs, dict) and outputs.get("keep_ratio") is not None:
+                self._eval_keep.append(outputs["keep_ratio"].detach())
+
+        hook = self.model.register_forward_hook(collect_keep_ratio)
+        try:
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        finally:
+            hook.remove()
         if self._eval_keep:
             keep = torch.cat(self._eval_keep)
             totals = torch.stack([keep.sum(), torch.tensor(float(keep.numel()), device=keep.device)])
@@ -305,6 +318,10 @@ class RetentionTrainer(Trainer):
     def evaluate(self, *args, **kwargs):
         self._write_learned_schedule()  # evaluate with the schedule learned so far
         return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        self._write_learned_schedule()  # predict with the schedule learned so far
+        return super().predict(*args, **kwargs)
 
     def train(self, *args, **kwargs):
         output = super().train(*args, **kwargs)
