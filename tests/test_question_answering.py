@@ -233,3 +233,30 @@ def test_run_qa_example_end_to_end(tmp_path, monkeypatch):
     assert results["eval_speedup"] > 0
     saved = AutoConfig.from_pretrained(tmp_path / "out")
     assert saved.retention_protect_first_segment and saved.retention_protected_token_ids == [102]
+
+
+def test_token_classification_example_lines_up_tags_with_tokens(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from run_token_classification import main as run_tagging
+    from run_token_classification import render
+
+    assert render("red green blue", [None, (0, 3), (4, 9), (10, 14), None], [0, 1, 0, 1, 0]) == "[red] green [blue]"
+    checkpoint = save_tiny_text_model(tmp_path / "tiny", BertForQuestionAnswering)
+    results = run_tagging(
+        [
+            f"--model_name_or_path={checkpoint}",
+            "--dataset=squad-tiny",
+            "--retention_ratio=0.3",
+            "--max_seq_length=96",
+            "--max_steps=2",
+            "--per_device_train_batch_size=8",
+            "--max_eval_samples=6",
+            "--show_examples=1",
+            "--report_to=none",
+            "--disable_tqdm=true",
+            f"--output_dir={tmp_path / 'out'}",
+        ]
+    )
+    assert results["eval_questions"] == 6
+    assert all(0 <= results[key] <= 1 for key in ("eval_precision", "eval_recall", "eval_f1", "eval_f1_retention_off"))
+    assert "\nQ: " in capsys.readouterr().out
