@@ -15,6 +15,72 @@ def _ratios(results: dict) -> list[float]:
     return sorted((float(r) for r in results["schedules"]), reverse=True)
 
 
+# Issue 4's targets. Speed targets are stated for IMDb at max length 512; the others apply to both tasks.
+SPEEDUP_TARGETS = {"imdb": {0.5: 2.2, 0.3: 3.5}}
+IDEAL_SHARE_TARGETS = {"imdb": {0.3: 0.9}}
+ACCURACY_TARGETS = {"sst2": {0.5: 0.995, 0.3: 0.985}, "imdb": {0.5: 0.995, 0.3: 0.99}}
+MEMORY_TARGET = (0.3, 0.5)  # at rho 0.3, peak memory above the model at most half of dense's
+OVERHEAD_TARGET = 0.02
+
+
+def target_checks(results: dict) -> list[dict[str, object]]:
+    """Every target that the measured configurations allow checking, with the figure and whether it is met."""
+    dataset, checks = results["dataset"], []
+
+    def check(name: str, target: str, measured: float, met: bool, shown: str) -> None:
+        checks.append({"target": name, "threshold": target, "measured": measured, "shown": shown, "met": bool(met)})
+
+    speed, memory, accuracy = results.get("speed"), results.get("memory_mb"), results.get("accuracy")
+    if speed:
+        for ratio, threshold in SPEEDUP_TARGETS.get(dataset, {}).items():
+            if f"rho={ratio}" in speed:
+                value = speed[f"rho={ratio}"]["speedup_vs_dense"]
+                check(
+                    f"throughput vs dense, rho {ratio}", f">= {threshold}x", value, value >= threshold, f"{value:.2f}x"
+                )
+        for ratio, threshold in IDEAL_SHARE_TARGETS.get(dataset, {}).items():
+            if f"rho={ratio}" in speed:
+                value = speed[f"rho={ratio}"]["speedup_vs_dense"] / speed[f"ideal rho={ratio}"]["speedup_vs_dense"]
+                check(
+                    f"share of the ideal speed-up, rho {ratio}",
+                    f">= {threshold:.0%}",
+                    value,
+                    value >= threshold,
+                    f"{value:.0%}",
+                )
+        value = results["gate_overhead_rho1_vs_stock"]
+        check(
+            "gate overhead at rho 1 vs stock",
+            f"<= {OVERHEAD_TARGET:+.0%}",
+            value,
+            value <= OVERHEAD_TARGET,
+            f"{value:+.1%}",
+        )
+    ratio, threshold = MEMORY_TARGET
+    if memory and f"rho={ratio}" in memory:
+        value = memory[f"rho={ratio}"] / memory["dense"]
+        check(
+            f"peak memory above the model, rho {ratio} vs dense",
+            f"<= {threshold}x",
+            value,
+            value <= threshold,
+            f"{value:.2f}x",
+        )
+    if accuracy:
+        for ratio, threshold in ACCURACY_TARGETS.get(dataset, {}).items():
+            if f"rho={ratio}" in accuracy:
+                value = accuracy[f"rho={ratio}"]["learned"]["accuracy"] / accuracy["dense"]
+                check(
+                    f"accuracy vs dense, rho {ratio}", f">= {threshold:.1%}", value, value >= threshold, f"{value:.1%}"
+                )
+        for ratio in _ratios(results):
+            row = accuracy[f"rho={ratio}"]
+            best = max(row[name]["accuracy"] for name in ("random", "truncation", "attention"))
+            margin = row["learned"]["accuracy"] - best
+            check(f"learned vs best baseline, rho {ratio}", "> 0", margin, margin > 0, f"{margin:+.4f}")
+    return checks
+
+
 def table(results: dict) -> str:
     lines = [
         f"{results['dataset']}: accuracy on {results['examples']} examples, speed and memory on the first "
@@ -79,6 +145,12 @@ def table(results: dict) -> str:
             "",
             f"Gate overhead at rho = 1 against stock transformers (median of interleaved pairs): "
             f"{results['gate_overhead_rho1_vs_stock']:+.1%}; retention off against stock: {results['dense_vs_stock']:+.1%}.",
+        ]
+    checks = target_checks(results)
+    if checks:
+        lines += ["", "| target | threshold | measured | met |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {c['target']} | {c['threshold']} | {c['shown']} | {'yes' if c['met'] else 'no'} |" for c in checks
         ]
     lines += ["", "Learned per-layer schedules (share of each example's tokens every layer processes):", ""]
     for ratio, schedule in results["schedules"].items():

@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if "accuracy" not in args.skip:
         results["accuracy"] = run_accuracy(args, learned, batches)
 
+    results["targets"] = report.target_checks(results)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(results, indent=2))

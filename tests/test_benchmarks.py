@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from benchmarks import report
 from benchmarks.run import main as run_benchmarks
 from retention_hf import RetentionBertForSequenceClassification
 
@@ -58,8 +59,53 @@ def test_harness_end_to_end(checkpoints, tmp_path):
         assert sum(schedule) / len(schedule) == pytest.approx(float(ratio), abs=1e-6)
     written = json.loads((output / "results.json").read_text())
     assert written["examples"] == 24 and written["timing_examples"] == 16
+    targets = {check["target"]: check for check in results["targets"]}
+    assert {
+        "gate overhead at rho 1 vs stock",
+        "peak memory above the model, rho 0.3 vs dense",
+        "accuracy vs dense, rho 0.5",
+        "accuracy vs dense, rho 0.3",
+        "learned vs best baseline, rho 0.5",
+        "learned vs best baseline, rho 0.3",
+    } == set(targets), "SST-2 has no speed targets; every other target is checked"
+    assert all(math.isfinite(check["measured"]) and isinstance(check["met"], bool) for check in targets.values())
     table = (output / "results.md").read_text()
     for row in expected_rows:
         assert f"| {row} |" in table
     for plot in ("accuracy_vs_budget.png", "speedup_vs_budget.png", "layer_retention.png"):
         assert (output / plot).stat().st_size > 1000
+
+
+def test_target_checks_on_hand_built_imdb_results():
+    def cell(accuracy):
+        return {"accuracy": accuracy, "keep_ratio": 0.3}
+
+    results = {
+        "dataset": "imdb",
+        "schedules": {"0.5": [0.5] * 6, "0.3": [0.3] * 6},
+        "speed": {
+            "rho=0.5": {"speedup_vs_dense": 2.3},
+            "rho=0.3": {"speedup_vs_dense": 3.4},
+            "ideal rho=0.5": {"speedup_vs_dense": 2.5},
+            "ideal rho=0.3": {"speedup_vs_dense": 4.0},
+        },
+        "gate_overhead_rho1_vs_stock": 0.025,
+        "memory_mb": {"dense": 200.0, "rho=0.3": 90.0},
+        "accuracy": {
+            "dense": 0.9,
+            "rho=0.5": {"learned": cell(0.9), "random": cell(0.8), "truncation": cell(0.85), "attention": cell(0.9)},
+            "rho=0.3": {"learned": cell(0.891), "random": cell(0.7), "truncation": cell(0.8), "attention": cell(0.85)},
+        },
+    }
+    checks = {check["target"]: (check["shown"], check["met"]) for check in report.target_checks(results)}
+    assert checks == {
+        "throughput vs dense, rho 0.5": ("2.30x", True),
+        "throughput vs dense, rho 0.3": ("3.40x", False),
+        "share of the ideal speed-up, rho 0.3": ("85%", False),
+        "gate overhead at rho 1 vs stock": ("+2.5%", False),
+        "peak memory above the model, rho 0.3 vs dense": ("0.45x", True),
+        "accuracy vs dense, rho 0.5": ("100.0%", True),
+        "accuracy vs dense, rho 0.3": ("99.0%", True),
+        "learned vs best baseline, rho 0.5": ("+0.0000", False),  # a tie is not a win
+        "learned vs best baseline, rho 0.3": ("+0.0410", True),
+    }
