@@ -88,6 +88,8 @@ def table(results: dict) -> str:
         f"{results['max_length']}, {results['repeats']} interleaved repeats (medians), "
         f"{results['machine']['cpu_count']} CPU cores, torch {results['machine']['torch']}",
         "",
+        f"Command: `{results['command']}`",
+        "",
     ]
     header = ["configuration", "examples/s", "batch latency (ms)", "speed-up vs dense", "% of ideal speed-up"]
     rows = []

@@ -22,6 +22,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -170,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     tokenizer = AutoTokenizer.from_pretrained(args.dense)
     batches = make_batches(tokenizer, load_examples(args.dataset, args.limit), args.batch_size, args.max_length)
     results: dict[str, object] = {
+        "command": "python -m benchmarks.run "
+        + " ".join(shlex.quote(arg) for arg in (argv if argv is not None else sys.argv[1:])),
         "dataset": args.dataset,
         "examples": sum(len(b["labels"]) for b in batches),
         "batch_size": args.batch_size,

@@ -70,6 +70,8 @@ def test_harness_end_to_end(checkpoints, tmp_path):
     } == set(targets), "SST-2 has no speed targets; every other target is checked"
     assert all(math.isfinite(check["measured"]) and isinstance(check["met"], bool) for check in targets.values())
     table = (output / "results.md").read_text()
+    assert results["command"].startswith("python -m benchmarks.run --dataset=sst2 ")
+    assert f"Command: `{results['command']}`" in table
     for row in expected_rows:
         assert f"| {row} |" in table
     for plot in ("accuracy_vs_budget.png", "speedup_vs_budget.png", "layer_retention.png"):
