@@ -1,7 +1,8 @@
 """Peak memory above the loaded model, one fresh child process per configuration.
 
-The child loads the model and builds the batches, then resets the kernel's peak-RSS counter
-(``/proc/self/clear_refs``, Linux) and runs every batch. Peak memory above the model is ``VmHWM`` after
+The child builds the batches and loads the model, runs one 8-token forward (one-time library set-up:
+thread pools, kernel caches), then resets the kernel's peak-RSS counter (``/proc/self/clear_refs``,
+Linux) and runs every batch. Peak memory above the model is ``VmHWM`` after
 the pass minus ``VmRSS`` before it: everything the forward passes added (activations, attention
 scores, allocator caches), measured by the OS, not by an allocator's own bookkeeping. A fresh process
 per configuration keeps one configuration's freed-but-cached memory out of the next one's figure.
@@ -34,19 +35,19 @@ def measure_in_this_process(checkpoint: str, dataset: str, configuration: str, b
     from .run import load_retention_model, set_configuration
     from .speed import stock_twin
 
-    model = load_retention_model(checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     batches = make_batches(tokenizer, load_examples(dataset, limit), batch_size, max_length)
-    runner = stock_twin(model) if configuration == "stock" else model
+    model = load_retention_model(checkpoint)
     if configuration == "stock":
-        del model
+        model = stock_twin(model)  # shares the loaded tensors: nothing freed that the pass could reuse
     else:
         set_configuration(model, configuration)
     torch.set_grad_enabled(False)
+    model(**model_inputs(make_batches(tokenizer, load_examples(dataset, 1), 1, 8)[0]))  # one-time library set-up
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS counter (VmHWM)
     before = _status_kb("VmRSS")
     for batch in batches:
-        runner(**model_inputs(batch))
+        model(**model_inputs(batch))
     return {"configuration": configuration, "peak_above_model_mb": (_status_kb("VmHWM") - before) / 1024}
 
 
