@@ -33,7 +33,8 @@ def load_examples(name: str, limit: int | None = None) -> Examples:
             rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
         texts, labels = [row[0].strip() for row in rows], [int(row[1]) for row in rows]
     else:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        with path.open(encoding="utf-8") as handle:  # not str.splitlines(): reviews hold U+2028 and U+0085
+            rows = [json.loads(line) for line in handle if line.strip()]
         texts, labels = [row["text"] for row in rows], [int(row["label"]) for row in rows]
     return Examples(texts[:limit], labels[:limit])
 

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from benchmarks import report
+from benchmarks.data import DATASETS, load_examples
 from benchmarks.run import main as run_benchmarks
 from retention_hf import RetentionBertForSequenceClassification
 
@@ -111,3 +112,12 @@ def test_target_checks_on_hand_built_imdb_results():
         "learned vs best baseline, rho 0.5": ("+0.0000", False),  # a tie is not a win
         "learned vs best baseline, rho 0.3": ("+0.0410", True),
     }
+
+
+def test_jsonl_reviews_with_unicode_line_separators_load_whole(tmp_path, monkeypatch):
+    path = tmp_path / "reviews.jsonl"
+    rows = [{"text": "one\u2028line, not two\u0085really", "label": 1}, {"text": "plain", "label": 0}]
+    path.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n", encoding="utf-8")
+    monkeypatch.setitem(DATASETS, "imdb", path)
+    examples = load_examples("imdb")
+    assert examples.texts == [row["text"] for row in rows] and examples.labels == [1, 0]
