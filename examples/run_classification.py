@@ -154,11 +154,25 @@ def throughput(trainer: RetentionTrainer, dataset) -> tuple[dict[str, float], fl
     return metrics, len(dataset) / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = HfArgumentParser((ModelArguments, DataArguments, RetentionTrainingArguments))
+def parse_arguments(data_class: type, argv: list[str] | None) -> tuple:
+    """Model, data and training arguments from the command line; also sets up logging and the seed."""
+    parser = HfArgumentParser((ModelArguments, data_class, RetentionTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
+    return model_args, data_args, training_args
+
+
+def write_results(trainer: RetentionTrainer, results: dict) -> None:
+    """Write ``<output_dir>/eval_results.json`` and log it (main process only)."""
+    if trainer.is_world_process_zero():
+        Path(trainer.args.output_dir).mkdir(parents=True, exist_ok=True)
+        Path(trainer.args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
+        logger.info("results: %s", json.dumps(results, indent=2))
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    model_args, data_args, training_args = parse_arguments(DataArguments, argv)
 
     train_file, validation_file, text_column, label_column = DATASETS.get(data_args.dataset, (None, None, None, None))
     if data_args.dataset not in DATASETS and not (data_args.train_file and data_args.validation_file):
@@ -226,10 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             }
         )
         results["learned_schedule"] = model.config.retention_learned_schedule
-    if trainer.is_world_process_zero():
-        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
-        Path(training_args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
-        logger.info("results: %s", json.dumps(results, indent=2))
+    write_results(trainer, results)
     return results
 
 

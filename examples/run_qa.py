@@ -25,29 +25,29 @@ Examples::
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from datasets import Dataset
-from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
+from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from retention_hf import (
     RetentionBertForQuestionAnswering,
     RetentionRobertaForQuestionAnswering,
     RetentionTrainer,
-    RetentionTrainingArguments,
 )
 from retention_hf.metrics import load_metric
 from retention_hf.question_answering import postprocess_predictions, prepare_eval_features, prepare_train_features
-from run_classification import ModelArguments, default_model_path, model_class_for, retention_overrides
-from squad_data import SOURCES, load_squad
-
-
-logger = logging.getLogger(__name__)
+from run_classification import (
+    ModelArguments,
+    default_model_path,
+    model_class_for,
+    parse_arguments,
+    retention_overrides,
+    write_results,
+)
+from squad_data import SOURCES, squad_datasets
 
 
 @dataclass
@@ -99,17 +99,8 @@ def evaluate_spans(trainer, examples: Dataset, features: Dataset, data_args: QAD
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = HfArgumentParser((ModelArguments, QADataArguments, RetentionTrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    set_seed(training_args.seed)
-
-    train = Dataset.from_list(load_squad("train", data_args.dataset))
-    examples = Dataset.from_list(load_squad("eval", data_args.dataset))
-    if data_args.max_train_samples is not None:
-        train = train.select(range(min(data_args.max_train_samples, len(train))))
-    if data_args.max_eval_samples is not None:
-        examples = examples.select(range(min(data_args.max_eval_samples, len(examples))))
+    model_args, data_args, training_args = parse_arguments(QADataArguments, argv)
+    train, examples = squad_datasets(data_args.dataset, data_args.max_train_samples, data_args.max_eval_samples)
 
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path or default_model_path())
     model = build_model(model_args, data_args, tokenizer)
@@ -143,10 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         results.update({f"{key}_retention_off": value for key, value in dense.items() if key != "eval_keep_ratio"})
         results["eval_speedup"] = results["eval_questions_per_second"] / dense["eval_questions_per_second"]
         results["learned_schedule"] = model.config.retention_learned_schedule
-    if trainer.is_world_process_zero():
-        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
-        Path(training_args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
-        logger.info("results: %s", json.dumps(results, indent=2))
+    write_results(trainer, results)
     return results
 
 

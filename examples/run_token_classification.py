@@ -18,30 +18,31 @@ back to characters through the offset mapping.
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, DataCollatorForTokenClassification, HfArgumentParser, set_seed
+from transformers import AutoTokenizer, DataCollatorForTokenClassification
 
 from retention_hf import (
     RetentionBertForTokenClassification,
     RetentionRobertaForTokenClassification,
     RetentionTrainer,
-    RetentionTrainingArguments,
 )
 from retention_hf.metrics import load_metric
 from retention_hf.question_answering import context_offsets
-from run_classification import ModelArguments, default_model_path, model_class_for, retention_overrides
-from squad_data import SOURCES, load_squad
+from run_classification import (
+    default_model_path,
+    model_class_for,
+    parse_arguments,
+    retention_overrides,
+    write_results,
+)
+from squad_data import SOURCES, squad_datasets
 
 
-logger = logging.getLogger(__name__)
 LABELS = {0: "O", 1: "ANSWER"}
 
 
@@ -116,17 +117,8 @@ def render(context: str, offsets, tags) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = HfArgumentParser((ModelArguments, TaggingDataArguments, RetentionTrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    set_seed(training_args.seed)
-
-    train = Dataset.from_list(load_squad("train", data_args.dataset))
-    examples = Dataset.from_list(load_squad("eval", data_args.dataset))
-    if data_args.max_train_samples is not None:
-        train = train.select(range(min(data_args.max_train_samples, len(train))))
-    if data_args.max_eval_samples is not None:
-        examples = examples.select(range(min(data_args.max_eval_samples, len(examples))))
+    model_args, data_args, training_args = parse_arguments(TaggingDataArguments, argv)
+    train, examples = squad_datasets(data_args.dataset, data_args.max_train_samples, data_args.max_eval_samples)
 
     path = model_args.model_name_or_path or default_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -169,10 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     for row in range(min(data_args.show_examples, len(examples))):
         print(f"Q: {examples[row]['question']}\nA: {examples[row]['answers']['text'][0]}")
         print(render(examples[row]["context"], eval_features[row]["offset_mapping"], tags[row]) + "\n")
-    if trainer.is_world_process_zero():
-        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
-        Path(training_args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
-        logger.info("results: %s", json.dumps(results, indent=2))
+    write_results(trainer, results)
     return results
 
 

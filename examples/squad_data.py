@@ -76,6 +76,16 @@ def load_squad(split: str, source: str = "squad") -> list[dict]:
     return flatten(articles)
 
 
+def squad_datasets(source: str, max_train: int | None = None, max_eval: int | None = None):
+    """The train and eval questions of ``source`` as ``datasets.Dataset``s, each cut to its first N rows."""
+    from datasets import Dataset
+
+    return (
+        Dataset.from_list(load_squad("train", source)[:max_train]),
+        Dataset.from_list(load_squad("eval", source)[:max_eval]),
+    )
+
+
 def write_shipped_files() -> None:
     """Write split.json and the tiny subsets from the shared dev set (deterministic)."""
     splits = split_articles(json.loads(SHARED_DEV.read_text(encoding="utf-8"))["data"])
