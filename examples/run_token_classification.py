@@ -33,13 +33,7 @@ from retention_hf import (
 )
 from retention_hf.metrics import load_metric
 from retention_hf.question_answering import context_offsets
-from run_classification import (
-    default_model_path,
-    model_class_for,
-    parse_arguments,
-    retention_overrides,
-    write_results,
-)
+from run_classification import load_retention_model, parse_arguments, write_results
 from squad_data import SOURCES, squad_datasets
 
 
@@ -120,18 +114,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     model_args, data_args, training_args = parse_arguments(TaggingDataArguments, argv)
     train, examples = squad_datasets(data_args.dataset, data_args.max_train_samples, data_args.max_eval_samples)
 
-    path = model_args.model_name_or_path or default_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model_class = model_class_for(
-        path, {"bert": RetentionBertForTokenClassification, "roberta": RetentionRobertaForTokenClassification}
-    )
-    model = model_class.from_pretrained(
-        path,
+    model = load_retention_model(
+        model_args,
+        {"bert": RetentionBertForTokenClassification, "roberta": RetentionRobertaForTokenClassification},
         num_labels=len(LABELS),
         id2label=LABELS,
         label2id={label: index for index, label in LABELS.items()},
-        **retention_overrides(model_args),
     )
+    tokenizer = AutoTokenizer.from_pretrained(model.config.name_or_path)
     tagging = {"tokenizer": tokenizer, "max_length": data_args.max_seq_length}
     train_features = train.map(
         tag_answer_tokens, fn_kwargs=tagging, batched=True, remove_columns=train.column_names, desc="Tagging"
@@ -161,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     for row in range(min(data_args.show_examples, len(examples))):
         print(f"Q: {examples[row]['question']}\nA: {examples[row]['answers']['text'][0]}")
         print(render(examples[row]["context"], eval_features[row]["offset_mapping"], tags[row]) + "\n")
-    write_results(trainer, results)
+    write_results(trainer, results, "rajpurkar/squad", quality=("f1",))
     return results
 
 

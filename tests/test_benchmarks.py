@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from benchmarks import report
-from benchmarks.data import DATASETS, load_examples
-from benchmarks.run import main as run_benchmarks
 from retention_hf import RetentionBertForSequenceClassification
+from retention_hf.benchmarks import report
+from retention_hf.benchmarks.data import DATASETS, load_examples
+from retention_hf.benchmarks.run import main as run_benchmarks
 
 from families import save_tiny_text_model
 
@@ -71,7 +71,7 @@ def test_harness_end_to_end(checkpoints, tmp_path):
     } == set(targets), "SST-2 has no speed targets; every other target is checked"
     assert all(math.isfinite(check["measured"]) and isinstance(check["met"], bool) for check in targets.values())
     table = (output / "results.md").read_text()
-    assert results["command"].startswith("python -m benchmarks.run --dataset=sst2 ")
+    assert results["command"].startswith("python -m retention_hf.benchmarks.run --dataset=sst2 ")
     assert f"Command: `{results['command']}`" in table
     for row in expected_rows:
         assert f"| {row} |" in table

@@ -20,6 +20,9 @@ their stock embeddings, layers, pooler and heads through the mixins below. Impor
 
 from __future__ import annotations
 
+import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +36,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.hub import hf_api
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_retention import RetentionConfig
@@ -341,11 +345,15 @@ class RetentionPreTrainedMixin:
             init.normal_(module.v, mean=0.0, std=self.config.initializer_range)
             init.constant_(module.b, self.config.retention_gate_init_bias)
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as usual; when registered for an auto class, ``auto_map`` also lists the config and ``AutoModel``.
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
+        """Save as usual, plus the model card (``README.md``); when registered for an auto class,
+        ``auto_map`` also lists the config and ``AutoModel``.
 
         With that ``auto_map`` (and the code files that ``save_pretrained`` copies) the checkpoint loads
-        with ``trust_remote_code=True`` where retention_hf is not installed.
+        with ``trust_remote_code=True`` where retention_hf is not installed. The card is written when
+        the model has card data (``model_card_data``, set by ``RetentionTrainer``) or the directory has no
+        ``README.md`` yet, so saving a freshly loaded model never replaces a richer card.
+        ``push_to_hub=True`` saves locally, then uploads through :meth:`push_to_hub` (card and code included).
         """
         if self._auto_class is not None:  # type: ignore[attr-defined]
             base = type(self.base_model) if self.base_model is not self else type(self)  # type: ignore[attr-defined]
@@ -355,7 +363,97 @@ class RetentionPreTrainedMixin:
                 "AutoConfig": f"{config_class.__module__.split('.')[-1]}.{config_class.__name__}",
                 "AutoModel": f"{base.__module__.split('.')[-1]}.{base.__name__}",
             }
-        return super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
+        hub = {name: kwargs.pop(name) for name in _PUSH_ARGUMENTS if name in kwargs}
+        super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
+        has_card = os.path.isfile(os.path.join(save_directory, "README.md"))
+        if kwargs.get("is_main_process", True) and (getattr(self, "model_card_data", None) or not has_card):
+            self._write_model_card(save_directory)
+        if push_to_hub:
+            repo_id = hub.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory))
+            self.push_to_hub(repo_id, **hub)
+
+    def _write_model_card(self, save_directory, model_name: str | None = None, tags=()) -> None:
+        """Write ``README.md`` from ``self.model_card_data`` and the config (see ``retention_hf.model_card``).
+
+        Cards are a retention_hf feature: a model loaded through ``trust_remote_code`` alone writes none
+        (the import sits in a ``try`` so that ``trust_remote_code`` does not require retention_hf).
+        """
+        try:
+            from retention_hf.model_card import write_model_card
+        except ImportError:
+            return
+        write_model_card(self, save_directory, model_name=model_name, tags=tags)
+
+    def auto_class_name(self) -> str:
+        """The transformers Auto class that loads this head (``AutoModelForSequenceClassification`` ...)."""
+        name = type(self).__name__
+        return "AutoModel" + name[name.index("For") :] if "For" in name else "AutoModel"
+
+    @contextmanager
+    def remote_code_files(self):
+        """Within the block, saving writes ``auto_map`` and the code files for ``trust_remote_code=True``.
+
+        ``register_for_auto_class`` sets a class attribute for good, and saving then leaves ``auto_map``
+        in the config; both are undone on exit, so later ``save_pretrained`` calls behave as before.
+        """
+        model_class = type(self)
+        registered = self._auto_class is None  # type: ignore[attr-defined]
+        had_auto_map = hasattr(self.config, "auto_map")
+        auto_map = getattr(self.config, "auto_map", None)
+        if registered:
+            model_class.register_for_auto_class(self.auto_class_name())  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            if registered:
+                del model_class._auto_class  # back to the inherited None
+            if had_auto_map:
+                self.config.auto_map = auto_map
+            elif hasattr(self.config, "auto_map"):
+                del self.config.auto_map
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        processing_class=None,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+    ):
+        """Upload the model to the Hub in one commit, ready for ``from_pretrained`` with or without retention_hf.
+
+        Unlike transformers' ``push_to_hub`` the commit holds the retention model card (transformers would
+        replace ``README.md`` with its generic card), the config's ``auto_map`` and the code files for
+        ``trust_remote_code=True``, and, when ``processing_class`` is given, the tokenizer. ``tags`` (and
+        ``model.model_tags``) are added to the card's tags.
+        """
+        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        card_tags = [*(tags or []), *(getattr(self, "model_tags", None) or [])]
+        with tempfile.TemporaryDirectory() as work_dir, self.remote_code_files():
+            self.save_pretrained(work_dir, max_shard_size=max_shard_size)
+            self._write_model_card(work_dir, model_name=repo_id, tags=card_tags)  # names the repo it loads from
+            if processing_class is not None:
+                processing_class.save_pretrained(work_dir)
+            return self._upload_modified_files(  # type: ignore[attr-defined]
+                work_dir,
+                repo_id,
+                files_timestamps={},
+                commit_message=commit_message,
+                token=token,
+                create_pr=create_pr,
+                revision=revision,
+                commit_description=commit_description,
+            )
+
+
+# What ``save_pretrained(push_to_hub=True, ...)`` hands on to ``push_to_hub``.
+_PUSH_ARGUMENTS = ("repo_id", "commit_message", "commit_description", "private", "token", "revision", "create_pr")
 
 
 def _check_encoder_config(model_class: type, config: RetentionConfig) -> None:

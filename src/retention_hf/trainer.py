@@ -20,6 +20,7 @@ from transformers.utils import logging
 from .budget import BudgetController
 from .configuration_retention import RetentionConfig
 from .distillation import distillation_loss
+from .model_card import RetentionModelCardData, write_model_card
 from .training_args import RetentionTrainingArguments
 
 
@@ -124,6 +125,8 @@ class RetentionTrainer(Trainer):
         self._eval_keep: list[torch.Tensor] = []
         super().__init__(model, args, *trainer_args, **kwargs)
         self.add_callback(_BudgetCallback(self))
+        if getattr(model, "model_card_data", None) is None:  # what the saved card is rendered from
+            model.model_card_data = RetentionModelCardData(base_model=config.name_or_path or None)
         self.teacher_model = None
         if args.distillation_weight > 0:
             self.teacher_model = teacher_model if teacher_model is not None else _frozen_dense_copy(model)
@@ -264,8 +267,55 @@ class RetentionTrainer(Trainer):
             model.config.retention_learned_schedule = schedule
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Save as usual; the model's ``README.md`` card then states the learned schedule and the latest
+        eval metrics with retention on (``self.model_card_data``)."""
         self._write_learned_schedule()
         super().save_model(output_dir, _internal_call=_internal_call)
+
+    # ------------------------------------------------------------------ model card, Hub
+    @property
+    def model_card_data(self) -> RetentionModelCardData:
+        """The card data saved with the model: set ``datasets``, ``speedup`` ... on it before saving.
+
+        ``evaluate`` with retention on records its metrics here; an evaluation with retention off (a dense
+        reference on the same weights) does not describe the model and is left out.
+        """
+        return self.accelerator.unwrap_model(self.model).model_card_data
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Write the retention model card to ``output_dir/README.md`` (``push_to_hub`` calls this; the
+        transformers default card is never written). The arguments mirror ``Trainer.create_model_card``."""
+        if not self.is_world_process_zero():
+            return
+        card_data = self.model_card_data
+        for name, value in (("language", language), ("license", license), ("base_model", finetuned_from)):
+            if value is not None:
+                setattr(card_data, name, value)
+        for value in (dataset_tags, dataset):
+            for name in [value] if isinstance(value, str) else value or []:
+                if name not in card_data.datasets:
+                    card_data.datasets.append(name)
+        card_data.tags = sorted({*card_data.tags, *([tags] if isinstance(tags, str) else tags or [])})
+        model = self.accelerator.unwrap_model(self.model)
+        write_model_card(model, self.args.output_dir, card_data, model_name=self.hub_model_id or model_name)
+
+    def push_to_hub(self, *args, **kwargs):
+        """As ``Trainer.push_to_hub``; the model is first registered for its Auto class so that the upload
+        also carries ``auto_map`` and the code files for ``trust_remote_code=True``."""
+        with self.accelerator.unwrap_model(self.model).remote_code_files():
+            return super().push_to_hub(*args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
@@ -317,7 +367,10 @@ class RetentionTrainer(Trainer):
 
     def evaluate(self, *args, **kwargs):
         self._write_learned_schedule()  # evaluate with the schedule learned so far
-        return super().evaluate(*args, **kwargs)
+        metrics = super().evaluate(*args, **kwargs)
+        if self.accelerator.unwrap_model(self.model).config.retention_enabled:
+            self.model_card_data.update_from_metrics(metrics, prefix=f"{kwargs.get('metric_key_prefix', 'eval')}_")
+        return metrics
 
     def predict(self, *args, **kwargs):
         self._write_learned_schedule()  # predict with the schedule learned so far

@@ -10,7 +10,7 @@ For one dataset it measures, in one run:
 * accuracy of the learned gates and of the random / truncation / attention baselines, which run on the
   fine-tuned dense model with the learned model's budget and schedule (same kept counts).
 
-    python -m benchmarks.run --dataset imdb --max_length 512 --dense runs/imdb-dense \\
+    python -m retention_hf.benchmarks.run --dataset imdb --max_length 512 --dense runs/imdb-dense \\
         --learned 0.7=runs/imdb-r70 0.5=runs/imdb-r50 0.3=runs/imdb-r30 --output results/imdb
 
 Writes ``<output>/results.json``, ``results.md`` and the plots (see report.py).
@@ -148,8 +148,10 @@ def run_accuracy(args, learned: dict[float, str], batches) -> dict[str, object]:
     return results
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", choices=["sst2", "imdb"], required=True)
     parser.add_argument("--dense", required=True, help="the fine-tuned dense checkpoint (baselines, dense accuracy)")
     parser.add_argument("--learned", nargs="+", required=True, help="RATIO=CHECKPOINT of the retention models")
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     tokenizer = AutoTokenizer.from_pretrained(args.dense)
     batches = make_batches(tokenizer, load_examples(args.dataset, args.limit), args.batch_size, args.max_length)
     results: dict[str, object] = {
-        "command": "python -m benchmarks.run "
+        "command": "python -m retention_hf.benchmarks.run "
         + " ".join(shlex.quote(arg) for arg in (argv if argv is not None else sys.argv[1:])),
         "dataset": args.dataset,
         "examples": sum(len(b["labels"]) for b in batches),

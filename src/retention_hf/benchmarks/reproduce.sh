@@ -3,15 +3,15 @@
 # the harness. Checkpoints go to runs/bench-<dataset>/ and are reused when already there (delete them to
 # retrain); the table and plots go to results/<dataset>/.
 #
-#   bash benchmarks/reproduce.sh sst2   # ~25 min on 2 CPU cores (4 fine-tunes of the 8k subset + harness)
-#   bash benchmarks/reproduce.sh imdb   # ~2.5 h on 2 CPU cores (needs ../shared/data/imdb)
+#   bash src/retention_hf/benchmarks/reproduce.sh sst2   # ~25 min on 2 CPU cores (4 fine-tunes of the 8k subset + harness)
+#   bash src/retention_hf/benchmarks/reproduce.sh imdb   # ~2.5 h on 2 CPU cores (needs ../shared/data/imdb)
 #
 # The retention models start from the dense one and follow the README's training recipe, with the last
 # 30 % of the steps in top-k mode. On IMDb (125 steps per epoch at max length 512) the dual step is 5, as
 # training_args.py explains for 512-token inputs; the 0.7 budget is served by the 0.5 model (its learned
 # schedule rescaled), to save one 25-minute fine-tune.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."  # the repository root
 DATASET="${1:?usage: reproduce.sh sst2|imdb}"
 VENV="${VENV:-.venv}"
 bash scripts/setup.sh examples
@@ -50,5 +50,5 @@ for rho in "${BUDGETS[@]}"; do
   LEARNED+=("$rho=$RUNS/rho$rho")
 done
 [ "$DATASET" = imdb ] && LEARNED=("0.7=$RUNS/rho0.5" "${LEARNED[@]}")
-"$PY" -m benchmarks.run --dataset "$DATASET" --dense "$RUNS/dense" --learned "${LEARNED[@]}" "${HARNESS[@]}" \
+"$PY" -m retention_hf.benchmarks.run --dataset "$DATASET" --dense "$RUNS/dense" --learned "${LEARNED[@]}" "${HARNESS[@]}" \
   --output "results/$DATASET"

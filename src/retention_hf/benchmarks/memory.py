@@ -7,7 +7,7 @@ the pass minus ``VmRSS`` before it: everything the forward passes added (activat
 scores, allocator caches), measured by the OS, not by an allocator's own bookkeeping. A fresh process
 per configuration keeps one configuration's freed-but-cached memory out of the next one's figure.
 
-    python -m benchmarks.memory --checkpoint runs/imdb-r30 --dataset imdb --configuration rho=0.3
+    python -m retention_hf.benchmarks.memory --checkpoint runs/imdb-r30 --dataset imdb --configuration rho=0.3
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def measure(checkpoint: str, dataset: str, configuration: str, batch_size: int, 
     command = [
         sys.executable,
         "-m",
-        "benchmarks.memory",
+        "retention_hf.benchmarks.memory",
         f"--checkpoint={checkpoint}",
         f"--dataset={dataset}",
         f"--configuration={configuration}",
@@ -65,7 +65,7 @@ def measure(checkpoint: str, dataset: str, configuration: str, batch_size: int, 
     ]
     if limit is not None:
         command.append(f"--limit={limit}")
-    result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"memory measurement of {configuration} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_above_model_mb"]

