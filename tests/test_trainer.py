@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -302,6 +303,23 @@ def test_predict_on_unlabelled_data_reports_the_keep_ratio(tmp_path):
     output = trainer.predict(labelled.remove_columns("labels"), metric_key_prefix="eval")
     assert output.metrics["eval_keep_ratio"] == pytest.approx(expected, rel=1e-6)
     assert output.predictions.shape == (16, 3)
+
+
+def test_predictions_follow_dataset_order_under_length_grouping(tmp_path):
+    """transformers would group eval batches by length too, returning predictions out of order."""
+    trainer = make_trainer(
+        tmp_path,
+        retention_ratio=0.5,
+        max_steps=1,
+        train_sampling_strategy="group_by_length",
+        per_device_eval_batch_size=4,
+    )
+    data = random_dataset(16, seed=3)
+    grouped = trainer.predict(data).predictions
+    model = trainer.model.eval()
+    with torch.no_grad():
+        one_by_one = [model(**collate([row])).logits[0].numpy() for row in data.remove_columns("labels")]
+    np.testing.assert_allclose(grouped, np.stack(one_by_one), atol=1e-5)
 
 
 def test_dense_training_through_the_same_trainer(tmp_path):

@@ -13,8 +13,9 @@ import math
 import os
 
 import torch
+from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 from transformers.utils import logging
 
 from .budget import BudgetController
@@ -364,6 +365,17 @@ class RetentionTrainer(Trainer):
             output.metrics[f"{metric_key_prefix}_keep_ratio"] = (totals[0] / totals[1]).item()
             self._eval_keep = []
         return output
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluate and predict in dataset order, whatever ``train_sampling_strategy`` says.
+
+        transformers also groups eval batches by length under ``train_sampling_strategy="group_by_length"``,
+        which returns ``predict`` outputs in a shuffled order; QA and tagging post-processing match
+        predictions to their windows by position, so they would silently score the wrong windows.
+        """
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
     def evaluate(self, *args, **kwargs):
         self._write_learned_schedule()  # evaluate with the schedule learned so far
