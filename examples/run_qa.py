@@ -119,19 +119,21 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         data_collator=DataCollatorWithPadding(tokenizer),
     )
     results: dict[str, object] = {"eval_questions": len(examples), "eval_windows": len(eval_features)}
+    # neither flag: train, then evaluate; otherwise only what --do_train / --do_eval ask for
     if training_args.do_train or not training_args.do_eval:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
         trainer.save_state()
         results.update(train_result.metrics)
-
-    results.update(evaluate_spans(trainer, examples, eval_features, data_args))
-    if model.config.retention_enabled:  # the same weights with retention off: quality and speed reference
-        model.config.retention_enabled = False
-        dense = evaluate_spans(trainer, examples, eval_features, data_args)
-        model.config.retention_enabled = True
-        results.update({f"{key}_retention_off": value for key, value in dense.items() if key != "eval_keep_ratio"})
-        results["eval_speedup"] = results["eval_questions_per_second"] / dense["eval_questions_per_second"]
+    if training_args.do_eval or not training_args.do_train:
+        results.update(evaluate_spans(trainer, examples, eval_features, data_args))
+        if model.config.retention_enabled:  # the same weights with retention off: quality and speed reference
+            model.config.retention_enabled = False
+            dense = evaluate_spans(trainer, examples, eval_features, data_args)
+            model.config.retention_enabled = True
+            results.update({f"{key}_retention_off": value for key, value in dense.items() if key != "eval_keep_ratio"})
+            results["eval_speedup"] = results["eval_questions_per_second"] / dense["eval_questions_per_second"]
+    if model.config.retention_enabled:
         results["learned_schedule"] = model.config.retention_learned_schedule
     write_results(trainer, results, "rajpurkar/squad", quality=("exact_match", "f1"))
     return results

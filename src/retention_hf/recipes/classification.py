@@ -160,17 +160,24 @@ def parse_arguments(data_class: type, argv: list[str] | None) -> tuple:
 
 
 def write_results(
-    trainer: RetentionTrainer, results: dict, dataset: str | None = None, quality: tuple[str, ...] = ("accuracy",)
+    trainer: RetentionTrainer,
+    results: dict,
+    dataset: str | None = None,
+    quality: tuple[str, ...] = ("accuracy",),
+    split: str = "validation",
 ) -> None:
     """Write ``<output_dir>/eval_results.json``, log it, and re-render the model card with the measured
-    ``quality`` metrics and speed-up (main process only). ``dataset`` names the data on the card."""
+    ``quality`` metrics and speed-up (main process only). ``dataset`` and ``split`` name the eval data
+    on the card."""
     if trainer.is_world_process_zero():
         Path(trainer.args.output_dir).mkdir(parents=True, exist_ok=True)
         Path(trainer.args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
         logger.info("results: %s", json.dumps(results, indent=2))
         card_data = trainer.model_card_data.update_from_metrics(results, quality=quality)
+        threads = torch.get_num_threads()
+        card_data.eval_split = split
         card_data.speedup_setup = (
-            f"{trainer.args.device.type}, {torch.get_num_threads()} threads, eval batch "
+            f"{trainer.args.device.type}, {threads} thread{'s' if threads > 1 else ''}, eval batch "
             f"{trainer.args.per_device_eval_batch_size}, one run"
         )
         if dataset is not None and dataset not in card_data.datasets:
