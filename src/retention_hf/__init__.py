@@ -18,12 +18,14 @@ from .configuration_retention import RetentionBertConfig, RetentionConfig, Reten
 from .modeling_retention import (
     RetentionModelOutput,
     RetentionQuestionAnsweringModelOutput,
+    RetentionSentenceScoringOutput,
     RetentionSequenceClassifierOutput,
     RetentionStatistics,
     RetentionTokenClassifierOutput,
 )
 from .modeling_retention_bert import (
     RetentionBertForQuestionAnswering,
+    RetentionBertForSentenceScoring,
     RetentionBertForSequenceClassification,
     RetentionBertForTokenClassification,
     RetentionBertModel,
@@ -31,6 +33,7 @@ from .modeling_retention_bert import (
 )
 from .modeling_retention_roberta import (
     RetentionRobertaForQuestionAnswering,
+    RetentionRobertaForSentenceScoring,
     RetentionRobertaForSequenceClassification,
     RetentionRobertaForTokenClassification,
     RetentionRobertaModel,
@@ -74,6 +77,7 @@ __all__ = [
     "ExtractiveQuestionAnsweringPipeline",
     "RetentionBertConfig",
     "RetentionBertForQuestionAnswering",
+    "RetentionBertForSentenceScoring",
     "RetentionBertForSequenceClassification",
     "RetentionBertForTokenClassification",
     "RetentionBertModel",
@@ -83,10 +87,12 @@ __all__ = [
     "RetentionQuestionAnsweringModelOutput",
     "RetentionRobertaConfig",
     "RetentionRobertaForQuestionAnswering",
+    "RetentionRobertaForSentenceScoring",
     "RetentionRobertaForSequenceClassification",
     "RetentionRobertaForTokenClassification",
     "RetentionRobertaModel",
     "RetentionRobertaPreTrainedModel",
+    "RetentionSentenceScoringOutput",
     "RetentionSequenceClassifierOutput",
     "RetentionStatistics",
     "RetentionTokenClassifierOutput",

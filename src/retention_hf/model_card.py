@@ -40,6 +40,7 @@ _HEADS = {
     "ForSequenceClassification": ("AutoModelForSequenceClassification", "text-classification"),
     "ForQuestionAnswering": ("AutoModelForQuestionAnswering", "question-answering"),
     "ForTokenClassification": ("AutoModelForTokenClassification", "token-classification"),
+    "ForSentenceScoring": (None, "summarization"),  # no transformers Auto class: load the class itself
 }
 
 
@@ -99,7 +100,7 @@ def _is_hub_id(name: str | None) -> bool:
     return bool(name) and not os.path.isabs(name) and not os.path.exists(name) and name.count("/") <= 1
 
 
-def _head(model_class_name: str) -> tuple[str, str | None]:
+def _head(model_class_name: str) -> tuple[str | None, str | None]:
     for suffix, (auto_class, task) in _HEADS.items():
         if model_class_name.endswith(suffix):
             return auto_class, task
@@ -172,6 +173,7 @@ def render_model_card(
         base_model=card_data.base_model if _is_hub_id(card_data.base_model) else None,
         architecture=type(model).__name__,
         auto_class=auto_class,
+        remote_auto_class=auto_class or "AutoModel",
         remote_code=bool(getattr(config, "auto_map", None)),
         budget=config.retention_ratio,
         schedule=config.retention_schedule if isinstance(config.retention_schedule, str) else "explicit",

@@ -26,11 +26,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import transformers
 from torch import nn
 from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
+    ModelOutput,
     QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
@@ -103,6 +105,24 @@ class RetentionTokenClassifierOutput(RetentionStatistics, TokenClassifierOutput)
 @dataclass
 class RetentionQuestionAnsweringModelOutput(RetentionStatistics, QuestionAnsweringModelOutput):
     """``QuestionAnsweringModelOutput`` plus :class:`RetentionStatistics`; logits cover every input position."""
+
+
+@dataclass
+class RetentionSentenceScoringOutput(RetentionStatistics, ModelOutput):
+    """Extractive summarisation outputs: one score per sentence marker, plus :class:`RetentionStatistics`.
+
+    Args:
+        loss: Binary cross-entropy over the labelled sentences (labels ``-100`` are ignored).
+        sentence_logits: ``(batch, max_sentences)``: the logit of each sentence, in the order of
+            ``sentence_positions``; ``0`` in padding slots.
+        sentence_mask: ``(batch, max_sentences)``: True where a sentence is.
+    """
+
+    loss: torch.FloatTensor | None = None
+    sentence_logits: torch.FloatTensor | None = None
+    sentence_mask: torch.BoolTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -385,9 +405,11 @@ class RetentionPreTrainedMixin:
         write_model_card(self, save_directory, model_name=model_name, tags=tags)
 
     def auto_class_name(self) -> str:
-        """The transformers Auto class that loads this head (``AutoModelForSequenceClassification`` ...)."""
+        """The transformers Auto class that loads this head (``AutoModelForSequenceClassification`` ...);
+        ``AutoModel`` for a head transformers has no Auto class for (sentence scoring)."""
         name = type(self).__name__
-        return "AutoModel" + name[name.index("For") :] if "For" in name else "AutoModel"
+        auto_class = "AutoModel" + name[name.index("For") :] if "For" in name else "AutoModel"
+        return auto_class if hasattr(transformers, auto_class) else "AutoModel"
 
     @contextmanager
     def remote_code_files(self):
@@ -700,4 +722,82 @@ class RetentionQuestionAnsweringMixin:
             loss = self.loss_function(start_logits, end_logits, start_positions, end_positions, **kwargs)  # type: ignore[attr-defined]
         return _head_output(
             RetentionQuestionAnsweringModelOutput, outputs, loss=loss, start_logits=start_logits, end_logits=end_logits
+        )
+
+
+class RetentionSentenceScoringMixin:
+    """BertSum-style sentence scoring for extractive summarisation; identical for every family.
+
+    Every sentence starts with a marker token (``[CLS]`` / ``<s>``) whose position is given in
+    ``sentence_positions``. The markers are protected, so every layer processes them at any budget and
+    every sentence gets exactly one score, read from its marker's final hidden state; the words around
+    them compete for the budget.
+    """
+
+    # the pooler and classifier of a full checkpoint are unused here: loading them is not worth reporting
+    _keys_to_ignore_on_load_unexpected = [r"pooler\.", r"classifier\."]
+    base_model_class: type[nn.Module]
+
+    def __init__(self, config: RetentionConfig):
+        super().__init__(config)  # type: ignore[call-arg]
+        setattr(self, self.base_model_prefix, self.base_model_class(config, add_pooling_layer=False))  # type: ignore[attr-defined]
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob  # type: ignore[attr-defined]
+        self.dropout = nn.Dropout(dropout)
+        self.sentence_scorer = nn.Linear(config.hidden_size, 1)  # type: ignore[attr-defined]
+        self.post_init()  # type: ignore[attr-defined]
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        sentence_positions: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        protected_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> RetentionSentenceScoringOutput:
+        r"""
+        sentence_positions (`torch.LongTensor` of shape `(batch_size, max_sentences)`):
+            Position of each sentence's marker token, ``-1`` in padding slots.
+        labels (`torch.FloatTensor` of shape `(batch_size, max_sentences)`, *optional*):
+            ``1`` for a summary sentence, ``0`` otherwise, ``-100`` to ignore.
+        """
+        shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
+        if sentence_positions is None:
+            raise ValueError("sentence scoring needs sentence_positions (the marker position of every sentence)")
+        if sentence_positions.dim() != 2 or sentence_positions.shape[0] != shape[0]:
+            raise ValueError(
+                f"sentence_positions has shape {tuple(sentence_positions.shape)}, expected ({shape[0]}, max_sentences)"
+            )
+        if bool((sentence_positions >= shape[1]).any()):
+            raise ValueError(f"sentence_positions point past the sequence length {shape[1]}")
+        sentence_mask = sentence_positions >= 0
+        index = sentence_positions.clamp(min=0)
+        markers = torch.zeros(shape, dtype=torch.bool, device=sentence_positions.device)
+        markers.scatter_(1, index, sentence_mask)
+        if protected_mask is not None:
+            markers |= protected_mask.bool()
+        outputs = self.base_model(  # type: ignore[attr-defined]
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            protected_mask=markers,
+            restore_dropped_tokens=True,
+            return_dict=True,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        states = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        logits = self.sentence_scorer(self.dropout(states)).squeeze(-1).masked_fill(~sentence_mask, 0.0)
+        loss = None
+        if labels is not None:
+            counted = sentence_mask & (labels != -100)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits[counted], labels[counted].to(logits.dtype))
+        return _head_output(
+            RetentionSentenceScoringOutput, outputs, loss=loss, sentence_logits=logits, sentence_mask=sentence_mask
         )

@@ -16,6 +16,7 @@ from .modeling_retention import (
     RetentionModelOutput,
     RetentionPreTrainedMixin,
     RetentionQuestionAnsweringMixin,
+    RetentionSentenceScoringMixin,
     RetentionSequenceClassificationMixin,
     RetentionTokenClassificationMixin,
 )
@@ -64,8 +65,15 @@ class RetentionBertForQuestionAnswering(RetentionQuestionAnsweringMixin, Retenti
     base_model_class = RetentionBertModel
 
 
+class RetentionBertForSentenceScoring(RetentionSentenceScoringMixin, RetentionBertPreTrainedModel):
+    """BERT retention encoder scoring each marked sentence (extractive summarisation)."""
+
+    base_model_class = RetentionBertModel
+
+
 __all__ = [
     "RetentionBertForQuestionAnswering",
+    "RetentionBertForSentenceScoring",
     "RetentionBertForSequenceClassification",
     "RetentionBertForTokenClassification",
     "RetentionBertModel",

