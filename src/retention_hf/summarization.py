@@ -33,12 +33,21 @@ def _ngrams(tokens: Sequence[str], n: int) -> Counter:
     return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
-def _f1(candidate: Counter, reference: Counter) -> float:
-    overlap = sum((candidate & reference).values())
+def _f1(overlap: int, predicted: int, reference: int) -> float:
     if overlap == 0:
         return 0.0
-    precision, recall = overlap / sum(candidate.values()), overlap / sum(reference.values())
+    precision, recall = overlap / predicted, overlap / reference
     return 2 * precision * recall / (precision + recall)
+
+
+def _overlap_gain(selected: Counter, candidate: Counter, reference: Counter) -> int:
+    """How much adding ``candidate`` to ``selected`` raises the clipped n-gram overlap with ``reference``
+    (computed from the candidate's n-grams alone, so each greedy step costs O(document))."""
+    return sum(
+        min(selected[gram] + count, reference[gram]) - min(selected[gram], reference[gram])
+        for gram, count in candidate.items()
+        if gram in reference
+    )
 
 
 def greedy_oracle(sentences: Sequence[str], reference: str, max_sentences: int | None = None) -> list[int]:
@@ -49,23 +58,35 @@ def greedy_oracle(sentences: Sequence[str], reference: str, max_sentences: int |
     """
     reference_words = words(reference)
     targets = {n: _ngrams(reference_words, n) for n in (1, 2)}
+    target_sizes = {n: sum(targets[n].values()) for n in (1, 2)}
     sentence_ngrams = [{n: _ngrams(words(sentence), n) for n in (1, 2)} for sentence in sentences]
+    sentence_sizes = [{n: sum(grams[n].values()) for n in (1, 2)} for grams in sentence_ngrams]
     chosen: list[int] = []
     selected = {1: Counter(), 2: Counter()}
+    overlap, size = {1: 0, 2: 0}, {1: 0, 2: 0}
     best = 0.0
     limit = len(sentences) if max_sentences is None else min(max_sentences, len(sentences))
     while len(chosen) < limit:
         scores = {}
         for index, grams in enumerate(sentence_ngrams):
             if index not in chosen:
-                scores[index] = sum(_f1(selected[n] + grams[n], targets[n]) for n in (1, 2))
+                scores[index] = sum(
+                    _f1(
+                        overlap[n] + _overlap_gain(selected[n], grams[n], targets[n]),
+                        size[n] + sentence_sizes[index][n],
+                        target_sizes[n],
+                    )
+                    for n in (1, 2)
+                )
         candidate = max(scores, key=lambda index: (scores[index], -index), default=None)
         if candidate is None or scores[candidate] <= best:
             break
         best = scores[candidate]
         chosen.append(candidate)
         for n in (1, 2):
+            overlap[n] += _overlap_gain(selected[n], sentence_ngrams[candidate][n], targets[n])
             selected[n] += sentence_ngrams[candidate][n]
+            size[n] += sentence_sizes[candidate][n]
     return sorted(chosen)
 
 
