@@ -93,19 +93,25 @@ def test_trust_remote_code_loads_without_retention_hf(family, tmp_path, monkeypa
     for code_file in ("configuration_retention.py", "gates.py", "modeling_retention.py", f"{module}.py"):
         assert (tmp_path / code_file).is_file(), code_file
 
+    assert_loads_without_retention_hf(tmp_path, inputs, outputs, type(model.config), family.classes["base"][0])
+
+
+def assert_loads_without_retention_hf(path, inputs, outputs, config_class: type, base_class: type) -> None:
+    """In a fresh process where ``import retention_hf`` fails, the checkpoint at ``path`` loads through
+    ``trust_remote_code`` alone and reproduces ``outputs`` (logits, kept counts) on ``inputs``."""
     torch.save(
         {
             "inputs": inputs,
             "logits": outputs.logits,
             "kept_counts": outputs.kept_counts.tolist(),
-            "config_class": type(model.config).__name__,
-            "base_class": family.classes["base"][0].__name__,
+            "config_class": config_class.__name__,
+            "base_class": base_class.__name__,
         },
-        tmp_path / "expected.pt",
+        path / "expected.pt",
     )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HOME": str(path / "hf_home"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", REMOTE_SCRIPT, str(path)], capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE-OK transformers_modules" in result.stdout

@@ -18,14 +18,16 @@ from transformers import AutoTokenizer
 
 from hub_server import HubServer
 from retention_hf import (
+    RetentionBertConfig,
     RetentionBertForQuestionAnswering,
     RetentionBertForSequenceClassification,
+    RetentionBertModel,
     RetentionTrainer,
     RetentionTrainingArguments,
     __version__,
 )
 from retention_hf.model_card import RetentionModelCardData, card_data_from_checkpoint, render_model_card
-from test_checkpoints import REMOTE_SCRIPT
+from test_checkpoints import assert_loads_without_retention_hf
 
 from families import save_tiny_text_model
 
@@ -241,19 +243,4 @@ def test_push_to_hub_commits_weights_config_code_tokenizer_and_card(tiny_classif
     inputs = dict(tokenizer(["a fine film indeed", "dull"], padding=True, return_tensors="pt"))
     with torch.no_grad():
         outputs = model(**inputs)
-    torch.save(
-        {
-            "inputs": inputs,
-            "logits": outputs.logits,
-            "kept_counts": outputs.kept_counts.tolist(),
-            "config_class": "RetentionBertConfig",
-            "base_class": "RetentionBertModel",
-        },
-        downloaded / "expected.pt",
-    )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(downloaded)], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "REMOTE-OK" in result.stdout
+    assert_loads_without_retention_hf(downloaded, inputs, outputs, RetentionBertConfig, RetentionBertModel)

@@ -631,19 +631,46 @@ class RetentionSequenceClassificationMixin:
         return _head_output(RetentionSequenceClassifierOutput, outputs, loss=loss, logits=logits)
 
 
-class RetentionTokenClassificationMixin:
-    """Token classification on the restored full-length sequence; identical for every family."""
+class _RestoringHeadMixin:
+    """What every head that reads single positions shares: the encoder without its pooler, a classifier
+    dropout, and the encoder call that restores every dropped position before the head."""
 
     # the pooler of a full checkpoint is unused by token-level heads: loading it is not a mistake worth reporting
     _keys_to_ignore_on_load_unexpected = [r"pooler\."]
     base_model_class: type[nn.Module]
 
+    def _add_encoder(self, config: RetentionConfig) -> None:
+        setattr(self, self.base_model_prefix, self.base_model_class(config, add_pooling_layer=False))  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _classifier_dropout(config: RetentionConfig) -> nn.Dropout:
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob  # type: ignore[attr-defined]
+        return nn.Dropout(dropout)
+
+    def _restored_outputs(
+        self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, protected_mask, **kwargs
+    ) -> RetentionModelOutput:
+        return self.base_model(  # type: ignore[attr-defined]
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            protected_mask=protected_mask,
+            restore_dropped_tokens=True,
+            return_dict=True,
+            **kwargs,
+        )
+
+
+class RetentionTokenClassificationMixin(_RestoringHeadMixin):
+    """Token classification on the restored full-length sequence; identical for every family."""
+
     def __init__(self, config: RetentionConfig):
         super().__init__(config)  # type: ignore[call-arg]
         self.num_labels = config.num_labels
-        setattr(self, self.base_model_prefix, self.base_model_class(config, add_pooling_layer=False))  # type: ignore[attr-defined]
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        self._add_encoder(config)
+        self.dropout = self._classifier_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()  # type: ignore[attr-defined]
 
@@ -659,16 +686,8 @@ class RetentionTokenClassificationMixin:
         protected_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> RetentionTokenClassifierOutput:
-        outputs = self.base_model(  # type: ignore[attr-defined]
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            protected_mask=protected_mask,
-            restore_dropped_tokens=True,
-            return_dict=True,
-            **kwargs,
+        outputs = self._restored_outputs(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, protected_mask, **kwargs
         )
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
         loss = None
@@ -677,17 +696,13 @@ class RetentionTokenClassificationMixin:
         return _head_output(RetentionTokenClassifierOutput, outputs, loss=loss, logits=logits)
 
 
-class RetentionQuestionAnsweringMixin:
+class RetentionQuestionAnsweringMixin(_RestoringHeadMixin):
     """Extractive QA (start/end logits over the restored full-length sequence); identical for every family."""
-
-    # the pooler of a full checkpoint is unused by token-level heads: loading it is not a mistake worth reporting
-    _keys_to_ignore_on_load_unexpected = [r"pooler\."]
-    base_model_class: type[nn.Module]
 
     def __init__(self, config: RetentionConfig):
         super().__init__(config)  # type: ignore[call-arg]
         self.num_labels = config.num_labels
-        setattr(self, self.base_model_prefix, self.base_model_class(config, add_pooling_layer=False))  # type: ignore[attr-defined]
+        self._add_encoder(config)
         self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()  # type: ignore[attr-defined]
 
@@ -704,16 +719,8 @@ class RetentionQuestionAnsweringMixin:
         protected_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> RetentionQuestionAnsweringModelOutput:
-        outputs = self.base_model(  # type: ignore[attr-defined]
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            protected_mask=protected_mask,
-            restore_dropped_tokens=True,
-            return_dict=True,
-            **kwargs,
+        outputs = self._restored_outputs(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, protected_mask, **kwargs
         )
         logits = self.qa_outputs(outputs.last_hidden_state)
         start_logits, end_logits = (part.squeeze(-1).contiguous() for part in logits.split(1, dim=-1))
@@ -725,7 +732,7 @@ class RetentionQuestionAnsweringMixin:
         )
 
 
-class RetentionSentenceScoringMixin:
+class RetentionSentenceScoringMixin(_RestoringHeadMixin):
     """BertSum-style sentence scoring for extractive summarisation; identical for every family.
 
     Every sentence starts with a marker token (``[CLS]`` / ``<s>``) whose position is given in
@@ -736,13 +743,11 @@ class RetentionSentenceScoringMixin:
 
     # the pooler and classifier of a full checkpoint are unused here: loading them is not worth reporting
     _keys_to_ignore_on_load_unexpected = [r"pooler\.", r"classifier\."]
-    base_model_class: type[nn.Module]
 
     def __init__(self, config: RetentionConfig):
         super().__init__(config)  # type: ignore[call-arg]
-        setattr(self, self.base_model_prefix, self.base_model_class(config, add_pooling_layer=False))  # type: ignore[attr-defined]
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob  # type: ignore[attr-defined]
-        self.dropout = nn.Dropout(dropout)
+        self._add_encoder(config)
+        self.dropout = self._classifier_dropout(config)
         self.sentence_scorer = nn.Linear(config.hidden_size, 1)  # type: ignore[attr-defined]
         self.post_init()  # type: ignore[attr-defined]
 
@@ -780,16 +785,8 @@ class RetentionSentenceScoringMixin:
         markers.scatter_(1, index, sentence_mask)
         if protected_mask is not None:
             markers |= protected_mask.bool()
-        outputs = self.base_model(  # type: ignore[attr-defined]
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            protected_mask=markers,
-            restore_dropped_tokens=True,
-            return_dict=True,
-            **kwargs,
+        outputs = self._restored_outputs(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, markers, **kwargs
         )
         hidden = outputs.last_hidden_state
         states = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
