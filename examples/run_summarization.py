@@ -60,7 +60,10 @@ class SummarizationDataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train documents."})
     max_validation_samples: int | None = field(default=None, metadata={"help": "First N validation documents."})
     max_test_samples: int | None = field(default=None, metadata={"help": "First N test documents."})
-    top_k: str = field(default="1,2,3,4,5,6,7,8,9,10", metadata={"help": "Summary sizes to choose from on validation."})
+    top_k: str = field(
+        default=",".join(str(k) for k in range(1, 21)),
+        metadata={"help": "Summary sizes (sentences) to choose from on validation, comma-separated."},
+    )
 
 
 def load_split(dataset: str, split: str, limit: int | None) -> Dataset:
@@ -132,10 +135,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         data_collator=SentenceScoringCollator(tokenizer),
     )
     results: dict[str, object] = {"test_documents": len(splits["test"]), "test_windows": len(features["test"])}
+    # neither flag: train, then evaluate; otherwise only what --do_train / --do_eval ask for
     if training_args.do_train or not training_args.do_eval:
         results.update(trainer.train().metrics)
         trainer.save_model()
         trainer.save_state()
+    if training_args.do_train and not training_args.do_eval:
+        return results
 
     candidates = [int(k) for k in data_args.top_k.split(",")]
     validation_scores, _, _ = score_documents(trainer, features["validation"])
@@ -159,12 +165,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         results["eval_speedup"] = dense_seconds / seconds
         results["learned_schedule"] = model.config.retention_learned_schedule
 
-    lead = {row["id"]: document_sentences(row["document"])[:3] for row in test}
+    for name, size in (("lead3", 3), ("leadk", k)):  # lead-3, and lead-k at the model's summary size
+        lead = {row["id"]: document_sentences(row["document"])[:size] for row in test}
+        results.update({f"{name}_{metric}": value for metric, value in rouge(lead, test).items()})
     oracle = {}
     for row in test:
         sentences = document_sentences(row["document"])
         oracle[row["id"]] = [sentences[index] for index in greedy_oracle(sentences, row["summary"])]
-    results.update({f"lead3_{name}": value for name, value in rouge(lead, test).items()})
     results.update({f"oracle_{name}": value for name, value in rouge(oracle, test).items()})
     write_results(trainer, results, "vgupta123/sumpubmed", quality=("rouge1", "rouge2", "rougeL"), split="test")
     return results

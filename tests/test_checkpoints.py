@@ -53,19 +53,21 @@ REMOTE_SCRIPT = textwrap.dedent(
     import sys
     sys.modules["retention_hf"] = None  # make `import retention_hf` fail: only the checkpoint's code may be used
     import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+    import transformers
+    from transformers import AutoConfig, AutoModel
 
     path = sys.argv[1]
     expected = torch.load(f"{path}/expected.pt")
     config = AutoConfig.from_pretrained(path, trust_remote_code=True)
-    model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
+    auto_class = getattr(transformers, expected["auto_class"])
+    model = auto_class.from_pretrained(path, trust_remote_code=True).eval()
     base = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
     with torch.no_grad():
         outputs = model(**expected["inputs"])
     assert "retention_hf" not in type(model).__module__, type(model).__module__
     assert type(config).__name__ == expected["config_class"], type(config).__name__
     assert type(base).__name__ == expected["base_class"], type(base).__name__
-    torch.testing.assert_close(outputs.logits, expected["logits"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(getattr(outputs, expected["output"]), expected["values"], atol=1e-6, rtol=0)
     assert outputs.kept_counts.tolist() == expected["kept_counts"]
     print("REMOTE-OK", type(model).__module__)
     """
@@ -96,13 +98,24 @@ def test_trust_remote_code_loads_without_retention_hf(family, tmp_path, monkeypa
     assert_loads_without_retention_hf(tmp_path, inputs, outputs, type(model.config), family.classes["base"][0])
 
 
-def assert_loads_without_retention_hf(path, inputs, outputs, config_class: type, base_class: type) -> None:
+def assert_loads_without_retention_hf(
+    path,
+    inputs,
+    outputs,
+    config_class: type,
+    base_class: type,
+    auto_class: str = "AutoModelForSequenceClassification",
+    output: str = "logits",
+) -> None:
     """In a fresh process where ``import retention_hf`` fails, the checkpoint at ``path`` loads through
-    ``trust_remote_code`` alone and reproduces ``outputs`` (logits, kept counts) on ``inputs``."""
+    ``trust_remote_code`` alone (``auto_class``; ``AutoModel`` gives ``base_class``) and reproduces
+    ``outputs`` (the ``output`` field and the kept counts) on ``inputs``."""
     torch.save(
         {
             "inputs": inputs,
-            "logits": outputs.logits,
+            "values": getattr(outputs, output),
+            "output": output,
+            "auto_class": auto_class,
             "kept_counts": outputs.kept_counts.tolist(),
             "config_class": config_class.__name__,
             "base_class": base_class.__name__,

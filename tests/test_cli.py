@@ -15,11 +15,11 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from hub_server import HubServer
 from retention_hf import RetentionBertForQuestionAnswering, RetentionBertForSequenceClassification
 from retention_hf.cli import main
 
 from families import save_tiny_text_model
+from hub_server import HubServer
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from datasets import Dataset
 from huggingface_hub import ModelCard
 from transformers import AutoTokenizer
 
-from hub_server import HubServer
 from retention_hf import (
     RetentionBertConfig,
     RetentionBertForQuestionAnswering,
@@ -27,9 +26,10 @@ from retention_hf import (
     __version__,
 )
 from retention_hf.model_card import RetentionModelCardData, card_data_from_checkpoint, render_model_card
-from test_checkpoints import assert_loads_without_retention_hf
 
 from families import save_tiny_text_model
+from hub_server import HubServer
+from test_checkpoints import assert_loads_without_retention_hf
 
 
 CODE_FILES = {"configuration_retention.py", "gates.py", "modeling_retention.py", "modeling_retention_bert.py"}

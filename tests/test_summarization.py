@@ -15,9 +15,10 @@ from transformers import AutoTokenizer
 
 import retention_hf as rh
 from retention_hf.cli import main as cli_main
-from retention_hf.summarization import _ngrams, greedy_oracle, pack_windows, summarize, words
+from retention_hf.summarization import _ngrams, document_sentences, greedy_oracle, pack_windows, summarize, words
 
 from families import BERT, FAMILIES, save_tiny_text_model
+from test_checkpoints import assert_loads_without_retention_hf
 
 
 DOCUMENT = [
@@ -166,6 +167,28 @@ def test_sentence_scorer_card_loads_the_class_itself(tmp_path):
     assert 'AutoModel.from_pretrained("me/s", trust_remote_code=True)' in remote.text
 
 
+def test_sentence_scorer_loads_through_remote_code_alone(tmp_path):
+    """``AutoModel`` + ``trust_remote_code`` gives the sentence scorer itself, with the same scores and
+    kept counts, in a process without retention_hf."""
+    torch.manual_seed(0)
+    model = rh.RetentionBertForSentenceScoring(BERT.config(retention_ratio=0.4)).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".gates." in name:
+                parameter.normal_(0, 0.5)
+    inputs, positions = marked_batch(BERT)
+    inputs = {**inputs, "sentence_positions": positions}
+    with torch.no_grad():
+        outputs = model(**inputs)
+    with model.remote_code_files():
+        model.save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_retention_bert.RetentionBertForSentenceScoring"
+    assert_loads_without_retention_hf(
+        tmp_path, inputs, outputs, rh.RetentionBertConfig, type(model), auto_class="AutoModel", output="sentence_logits"
+    )
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 REPO = Path(__file__).resolve().parents[1]
 
@@ -177,32 +200,49 @@ def tiny_summarizer(tmp_path_factory) -> Path:
     )
 
 
-def test_example_runs_end_to_end_on_the_shipped_subset(tiny_summarizer, tmp_path):
+@pytest.fixture(scope="module")
+def run_summarization():
     sys.path.insert(0, str(REPO / "examples"))
     try:
         import run_summarization
     finally:
         sys.path.remove(str(REPO / "examples"))
-    results = run_summarization.main(
-        [
-            f"--model_name_or_path={tiny_summarizer}",
-            "--dataset=sumpubmed-tiny",
-            "--max_steps=2",
-            "--per_device_train_batch_size=4",
-            "--per_device_eval_batch_size=8",
-            "--report_to=none",
-            "--save_strategy=no",
-            "--top_k=1,3",
-            f"--output_dir={tmp_path}",
-        ]
-    )
+    return run_summarization
+
+
+def example_arguments(model_path, output_dir) -> list[str]:
+    return [
+        f"--model_name_or_path={model_path}",
+        "--dataset=sumpubmed-tiny",
+        "--max_steps=2",
+        "--per_device_train_batch_size=4",
+        "--per_device_eval_batch_size=8",
+        "--report_to=none",
+        "--save_strategy=no",
+        "--top_k=1,3",
+        f"--output_dir={output_dir}",
+    ]
+
+
+def test_example_runs_end_to_end_on_the_shipped_subset(run_summarization, tiny_summarizer, tmp_path):
+    results = run_summarization.main(example_arguments(tiny_summarizer, tmp_path))
     assert results["test_documents"] == 4 and results["top_k"] in (1, 3)
     assert 0.25 <= results["eval_keep_ratio"] < 0.4
-    for name in ("eval_{}", "eval_{}_retention_off", "lead3_{}", "oracle_{}"):
+    for name in ("eval_{}", "eval_{}_retention_off", "lead3_{}", "leadk_{}", "oracle_{}"):
         assert all(0.0 <= results[name.format(metric)] <= 1.0 for metric in ("rouge1", "rouge2", "rougeL"))
     assert results["oracle_rouge1"] > results["lead3_rouge1"]  # the oracle is the upper bound
     assert results["eval_speedup"] > 0
     assert json.loads((tmp_path / "eval_results.json").read_text())["top_k"] == results["top_k"]
+    test = run_summarization.load_split("sumpubmed-tiny", "test", None)
+    lead = {row["id"]: document_sentences(row["document"])[: results["top_k"]] for row in test}
+    assert results["leadk_rouge1"] == pytest.approx(run_summarization.rouge(lead, test)["rouge1"], abs=1e-12)
+
+
+def test_example_trains_without_evaluating_when_asked(run_summarization, tiny_summarizer, tmp_path):
+    results = run_summarization.main([*example_arguments(tiny_summarizer, tmp_path), "--do_train=true"])
+    assert results["train_runtime"] > 0 and not any(name.startswith("eval_") for name in results)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "trainer_state.json").is_file()
+    assert not (tmp_path / "eval_results.json").exists()
 
 
 def test_summarize_returns_k_sentences_in_document_order(tiny_summarizer, tmp_path, capsys):
