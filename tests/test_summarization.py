@@ -225,13 +225,15 @@ def example_arguments(model_path, output_dir) -> list[str]:
 
 
 def test_example_runs_end_to_end_on_the_shipped_subset(run_summarization, tiny_summarizer, tmp_path):
-    results = run_summarization.main(example_arguments(tiny_summarizer, tmp_path))
+    results = run_summarization.main([*example_arguments(tiny_summarizer, tmp_path), "--max_timing_samples=2"])
     assert results["test_documents"] == 4 and results["top_k"] in (1, 3)
     assert 0.25 <= results["eval_keep_ratio"] < 0.4
     for name in ("eval_{}", "eval_{}_retention_off", "lead3_{}", "leadk_{}", "oracle_{}"):
         assert all(0.0 <= results[name.format(metric)] <= 1.0 for metric in ("rouge1", "rouge2", "rougeL"))
     assert results["oracle_rouge1"] > results["lead3_rouge1"]  # the oracle is the upper bound
-    assert results["eval_speedup"] > 0
+    assert results["eval_speedup"] > 0 and results["timing_documents"] == 2
+    for name in ("eval_{}_retention_off", "eval_{}_timing_documents"):  # both on the first 2 test documents
+        assert 0.0 <= results[name.format("rouge1")] <= 1.0
     assert json.loads((tmp_path / "eval_results.json").read_text())["top_k"] == results["top_k"]
     test = run_summarization.load_split("sumpubmed-tiny", "test", None)
     lead = {row["id"]: document_sentences(row["document"])[: results["top_k"]] for row in test}
