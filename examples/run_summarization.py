@@ -92,10 +92,12 @@ def load_split(dataset: str, split: str, limit: int | None) -> Dataset:
     return Dataset.from_list([{key: row[key] for key in ("id", "document", "summary")} for row in rows])
 
 
-def rouge(chosen: dict[str, list[str]], documents: Dataset) -> dict[str, float]:
+def rouge(chosen: dict[str, list[str]], documents: Dataset, rouge_types: list[str] | None = None) -> dict[str, float]:
     """ROUGE of the chosen sentences (one per line) against each document's abstract."""
     return load_metric("rouge").compute(
-        predictions=["\n".join(chosen[row["id"]]) for row in documents], references=list(documents["summary"])
+        predictions=["\n".join(chosen[row["id"]]) for row in documents],
+        references=list(documents["summary"]),
+        rouge_types=rouge_types,
     )
 
 
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     candidates = [int(k) for k in data_args.top_k.split(",")]
     validation_scores, _, _ = score_documents(trainer, features["validation"])
-    by_k = {k: rouge(summaries(validation_scores, splits["validation"], k), splits["validation"]) for k in candidates}
+    validation = splits["validation"]
+    by_k = {k: rouge(summaries(validation_scores, validation, k), validation, ["rouge1"]) for k in candidates}
     k = max(candidates, key=lambda size: (by_k[size]["rouge1"], -size))
     results["top_k"] = k
     results["validation_rouge1_by_k"] = {size: scores["rouge1"] for size, scores in by_k.items()}

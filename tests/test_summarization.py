@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 
 import retention_hf as rh
 from retention_hf.cli import main as cli_main
+from retention_hf.metrics import load_metric
 from retention_hf.summarization import _ngrams, document_sentences, greedy_oracle, pack_windows, summarize, words
 
 from families import BERT, FAMILIES, save_tiny_text_model
@@ -36,6 +37,24 @@ def tokenizer():
 
 def test_words_keep_placeholders():
     assert words("At <dig> mg, p < <dig> <cit>.") == ["at", "<dig>", "mg", "p", "<dig>", "<cit>"]
+
+
+def test_rouge_metric_gives_the_hand_computed_f_measures():
+    rouge = load_metric("rouge")
+    # 3 of the 6 predicted unigrams and 2 of the 5 predicted bigrams are in the 3-word reference; the LCS is 3
+    scores = rouge.compute(predictions=["the cat sat on the mat"], references=["The cat sat"])
+    assert scores["rouge1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)
+    assert scores["rouge2"] == pytest.approx(2 * 0.4 * 1.0 / 1.4)
+    assert scores["rougeL"] == pytest.approx(scores["rouge1"]) and scores["rougeLsum"] == pytest.approx(
+        scores["rouge1"]
+    )
+    # the mean over documents, and only the types asked for
+    two = rouge.compute(
+        predictions=["the cat sat on the mat", "dogs"], references=["the cat sat", "cats"], rouge_types=["rouge1"]
+    )
+    assert two == {"rouge1": pytest.approx(scores["rouge1"] / 2)}  # "dogs" / "cats" stem to "dog" / "cat": 0
+    with pytest.raises(ValueError, match=r"rouge_types must be a non-empty subset .* got \['rouge3'\]"):
+        rouge.compute(predictions=["a"], references=["a"], rouge_types=["rouge3"])
 
 
 def test_oracle_picks_the_sentences_that_rebuild_the_reference():

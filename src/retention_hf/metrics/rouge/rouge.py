@@ -15,9 +15,11 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `str`): predicted summaries, one sentence per line.
     references (`list` of `str`): reference summaries, one sentence per line.
+    rouge_types (`list` of `str`, optional): a subset of rouge1, rouge2, rougeL, rougeLsum (default: all four).
+        The LCS-based types are the slow ones, so a search over summary sizes can ask for rouge1 alone.
     use_stemmer (`bool`, defaults to `True`): Porter-stem words before matching.
 Returns:
-    rouge1, rouge2, rougeL, rougeLsum (`float`): F-measures in [0, 1], averaged over the documents.
+    one `float` per requested type: F-measures in [0, 1], averaged over the documents.
 Example:
     >>> rouge = evaluate.load("path/to/retention_hf/metrics/rouge")
     >>> rouge.compute(predictions=["the cat sat"], references=["the cat sat"])["rouge1"]
@@ -39,12 +41,16 @@ class Rouge(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, use_stemmer=True):
+    def _compute(self, predictions, references, rouge_types=None, use_stemmer=True):
         if not predictions:
             raise ValueError("rouge needs at least one prediction")
-        scorer = rouge_scorer.RougeScorer(list(_TYPES), use_stemmer=use_stemmer)
+        types = list(_TYPES if rouge_types is None else rouge_types)
+        unknown = [name for name in types if name not in _TYPES]
+        if unknown or not types:
+            raise ValueError(f"rouge_types must be a non-empty subset of {list(_TYPES)}, got {rouge_types!r}")
+        scorer = rouge_scorer.RougeScorer(types, use_stemmer=use_stemmer)
         scores = [
             scorer.score(reference, prediction) for prediction, reference in zip(predictions, references, strict=True)
         ]
         # the plain mean over documents (rouge-score's BootstrapAggregator resamples, so its figure varies)
-        return {name: sum(score[name].fmeasure for score in scores) / len(scores) for name in _TYPES}
+        return {name: sum(score[name].fmeasure for score in scores) / len(scores) for name in types}
