@@ -18,9 +18,14 @@ the subset shipped in ``data/sumpubmed`` (see data/README.md).
 
 Examples::
 
-    python examples/run_summarization.py --retention false --output_dir runs/sum-dense
+    python examples/run_summarization.py --retention false --max_train_samples 120 --max_validation_samples 100 \\
+        --learning_rate 5e-5 --per_device_train_batch_size 16 --warmup_steps 0.1 --output_dir runs/sum-dense
     python examples/run_summarization.py --model_name_or_path runs/sum-dense --retention_ratio 0.3 \\
-        --learning_rate 2e-5 --output_dir runs/sum-r30
+        --max_train_samples 120 --max_validation_samples 100 --learning_rate 3e-5 --per_device_train_batch_size 16 \\
+        --warmup_steps 0.1 --topk_finetune_steps 0.4 --exact_sparse_training true \\
+        --retention_budget_gradient full --dual_step_size 2 --do_train true --output_dir runs/sum-r30
+    python examples/run_summarization.py --model_name_or_path runs/sum-r30 --do_eval true \\
+        --max_validation_samples 100 --max_timing_samples 100 --output_dir runs/sum-eval-r30
 """
 
 from __future__ import annotations
