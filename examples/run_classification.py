@@ -25,6 +25,8 @@ from retention_hf.recipes.classification import (
     load_retention_model,
     main,
     parse_arguments,
+    selected_phases,
+    train_and_save,
     write_results,
 )
 
@@ -35,6 +37,8 @@ __all__ = [
     "load_retention_model",
     "main",
     "parse_arguments",
+    "selected_phases",
+    "train_and_save",
     "write_results",
 ]
 

@@ -44,6 +44,8 @@ from run_classification import (
     default_model_path,
     load_retention_model,
     parse_arguments,
+    selected_phases,
+    train_and_save,
     write_results,
 )
 from squad_data import SOURCES, squad_datasets
@@ -119,13 +121,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         data_collator=DataCollatorWithPadding(tokenizer),
     )
     results: dict[str, object] = {"eval_questions": len(examples), "eval_windows": len(eval_features)}
-    # neither flag: train, then evaluate; otherwise only what --do_train / --do_eval ask for
-    if training_args.do_train or not training_args.do_eval:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
-        trainer.save_state()
-        results.update(train_result.metrics)
-    if training_args.do_eval or not training_args.do_train:
+    do_train, do_eval = selected_phases(training_args)
+    if do_train:
+        results.update(train_and_save(trainer))
+    if do_eval:
         results.update(evaluate_spans(trainer, examples, eval_features, data_args))
         if model.config.retention_enabled:  # the same weights with retention off: quality and speed reference
             model.config.retention_enabled = False

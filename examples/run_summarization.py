@@ -46,11 +46,10 @@ from retention_hf.summarization import (
     SentenceScoringCollator,
     document_scores,
     document_sentences,
-    greedy_oracle,
     prepare_features,
     top_sentences,
 )
-from run_classification import load_retention_model, parse_arguments, write_results
+from run_classification import load_retention_model, parse_arguments, selected_phases, train_and_save, write_results
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,12 +151,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         data_collator=SentenceScoringCollator(tokenizer),
     )
     results: dict[str, object] = {"test_documents": len(splits["test"]), "test_windows": len(features["test"])}
-    # neither flag: train, then evaluate; otherwise only what --do_train / --do_eval ask for
-    if training_args.do_train or not training_args.do_eval:
-        results.update(trainer.train().metrics)
-        trainer.save_model()
-        trainer.save_state()
-    if training_args.do_train and not training_args.do_eval:
+    do_train, do_eval = selected_phases(training_args)
+    if do_train:
+        results.update(train_and_save(trainer))
+    if not do_eval:
         return results
 
     candidates = [int(k) for k in data_args.top_k.split(",")]
@@ -196,10 +193,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     for name, size in (("lead3", 3), ("leadk", k)):  # lead-3, and lead-k at the model's summary size
         lead = {row["id"]: document_sentences(row["document"])[:size] for row in test}
         results.update({f"{name}_{metric}": value for metric, value in rouge(lead, test).items()})
-    oracle = {}
-    for row in test:
-        sentences = document_sentences(row["document"])
-        oracle[row["id"]] = [sentences[index] for index in greedy_oracle(sentences, row["summary"])]
+    picked = document_scores(features["test"], features["test"]["labels"])  # the oracle labels of every sentence
+    oracle = {
+        row["id"]: [
+            sentence for index, sentence in enumerate(document_sentences(row["document"])) if picked[row["id"]][index]
+        ]
+        for row in test
+    }
     results.update({f"oracle_{name}": value for name, value in rouge(oracle, test).items()})
     write_results(trainer, results, "vgupta123/sumpubmed", quality=("rouge1", "rouge2", "rougeL"), split="test")
     return results

@@ -33,7 +33,7 @@ from retention_hf import (
 )
 from retention_hf.metrics import load_metric
 from retention_hf.question_answering import context_offsets
-from run_classification import load_retention_model, parse_arguments, write_results
+from run_classification import load_retention_model, parse_arguments, selected_phases, train_and_save, write_results
 from squad_data import SOURCES, squad_datasets
 
 
@@ -136,10 +136,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         data_collator=DataCollatorForTokenClassification(tokenizer),
     )
     results: dict[str, object] = {"eval_questions": len(examples)}
-    if training_args.do_train or not training_args.do_eval:
-        results.update(trainer.train().metrics)
-        trainer.save_model()
-        trainer.save_state()
+    do_train, _ = selected_phases(training_args)  # this example always evaluates
+    if do_train:
+        results.update(train_and_save(trainer))
 
     tags = predict_tags(trainer, eval_features)
     results.update({f"eval_{key}": value for key, value in score(tags, eval_features).items()})

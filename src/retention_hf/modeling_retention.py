@@ -748,7 +748,7 @@ class RetentionSentenceScoringMixin(_RestoringHeadMixin):
         super().__init__(config)  # type: ignore[call-arg]
         self._add_encoder(config)
         self.dropout = self._classifier_dropout(config)
-        self.sentence_scorer = nn.Linear(config.hidden_size, 1)  # type: ignore[attr-defined]
+        self.sentence_scorer = nn.Linear(config.hidden_size, 1)
         self.post_init()  # type: ignore[attr-defined]
 
     @can_return_tuple

@@ -159,6 +159,21 @@ def parse_arguments(data_class: type, argv: list[str] | None) -> tuple:
     return model_args, data_args, training_args
 
 
+def selected_phases(training_args) -> tuple[bool, bool]:
+    """(train, evaluate): with neither ``--do_train`` nor ``--do_eval`` both run; otherwise only those asked for."""
+    neither = not (training_args.do_train or training_args.do_eval)
+    return training_args.do_train or neither, training_args.do_eval or neither
+
+
+def train_and_save(trainer: RetentionTrainer) -> dict[str, float]:
+    """Train (from ``--resume_from_checkpoint`` when given), save the model and the trainer state, and return
+    the training metrics."""
+    result = trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.save_state()
+    return result.metrics
+
+
 def write_results(
     trainer: RetentionTrainer,
     results: dict,
@@ -240,11 +255,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         compute_metrics=compute_metrics,
     )
     results: dict[str, float] = {}
-    if training_args.do_train or not training_args.do_eval:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
-        trainer.save_state()
-        results.update(train_result.metrics)
+    do_train, _ = selected_phases(training_args)  # this recipe always evaluates
+    if do_train:
+        results.update(train_and_save(trainer))
 
     metrics, speed = throughput(trainer, validation)
     results.update({"eval_accuracy": metrics["eval_accuracy"], "eval_examples_per_second": speed})
