@@ -20,7 +20,7 @@ Examples::
     # dense all-MiniLM-L6-v2, then retention at rho = 0.5 from it
     python examples/run_qa.py --retention false --output_dir runs/qa-dense
     python examples/run_qa.py --model_name_or_path runs/qa-dense --retention_ratio 0.5 --output_dir runs/qa-r50 \\
-        --learning_rate 2e-5 --topk_finetune_steps 0.3 --protect_question
+        --learning_rate 2e-5 --protect_question
 """
 
 from __future__ import annotations

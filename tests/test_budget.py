@@ -108,3 +108,14 @@ def test_save_and_load_round_trip(tmp_path):
 def test_invalid_budget(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BudgetController(**kwargs)
+
+
+def test_log_means_count_only_the_steps_that_recorded_a_value():
+    """A log window that spans the switch to the top-k phase: the budget statistics of the soft steps are
+    averaged over those steps, not diluted by the top-k steps that have none."""
+    budget = BudgetController(target=0.5, dual_step_size=0.1)
+    budget.record_for_log({"task_loss": 1.0, "keep_ratio": 0.6})
+    budget.record_for_log({"task_loss": 3.0, "keep_ratio": 0.4})
+    budget.record_for_log({"task_loss": 2.0})
+    assert budget.pop_log() == pytest.approx({"task_loss": 2.0, "keep_ratio": 0.5})
+    assert budget.pop_log() == {}

@@ -36,7 +36,7 @@ def test_defaults(family):
     config = family.config()
     assert config.retention_enabled is True
     assert config.retention_ratio == 0.5
-    assert config.retention_schedule == "learned"
+    assert config.retention_schedule == "geometric"
     assert (config.hard_concrete_beta, config.hard_concrete_gamma, config.hard_concrete_zeta) == (0.66, -0.1, 1.1)
     assert config.retention_scorer == "context"
     assert config.retention_min_tokens == 1
@@ -51,11 +51,15 @@ def test_defaults(family):
         ("retention_ratio", -1, r"got -1"),
         ("retention_ratio", float("nan"), r"got nan"),
         ("retention_ratio", True, r"got True"),
-        ("retention_schedule", "linear", r"retention_schedule must be one of \('learned', 'uniform'\)"),
+        ("retention_schedule", "linear", r"retention_schedule must be one of \('learned', 'uniform', 'geometric'\)"),
         ("retention_schedule", [1.0, 0.0, 0.5, 0.5], r"retention_schedule\[1\] must be a number in \(0, 1\], got 0.0"),
         ("retention_learned_schedule", [1.0, 1.5], r"retention_learned_schedule\[1\]"),
         ("retention_first_gated_layer", -1, r"retention_first_gated_layer must be an integer >= 0, got -1"),
-        ("retention_scorer", "lstm", r"retention_scorer must be one of \('context', 'mlp'\), got 'lstm'"),
+        (
+            "retention_scorer",
+            "lstm",
+            r"retention_scorer must be one of \('context', 'bidirectional', 'mlp'\), got 'lstm'",
+        ),
         ("retention_scorer_decay", 1.5, r"retention_scorer_decay must be a number in \[0, 1\], got 1.5"),
         ("retention_scorer_hidden_size", 0, r"retention_scorer_hidden_size must be a positive integer or None, got 0"),
         ("retention_gate_init_bias", float("inf"), r"retention_gate_init_bias must be a finite number, got inf"),
@@ -119,19 +123,21 @@ def test_uniform_schedule_meets_the_budget(family):
 
 def test_learned_schedule_keeps_its_shape_and_meets_the_budget(family):
     learned = [1.0, 0.9, 0.6, 0.3]
-    config = family.config(retention_ratio=0.5, retention_learned_schedule=learned, retention_first_gated_layer=1)
+    config = family.config(
+        retention_ratio=0.5,
+        retention_schedule="learned",
+        retention_learned_schedule=learned,
+        retention_first_gated_layer=1,
+    )
     ratios = config.retention_layer_ratios()
     assert sum(ratios) / 4 == pytest.approx(0.5, abs=1e-9)
     assert ratios[0] == 1.0
     assert ratios[1] / ratios[3] == pytest.approx(0.9 / 0.3)
     # no schedule learned yet: falls back to uniform
-    assert (
-        family.config(retention_ratio=0.5, retention_first_gated_layer=1).retention_layer_ratios()
-        == [1.0] + [1 / 3] * 3
-    )
-    assert (
-        family.config(retention_ratio=0.5).retention_layer_ratios() == [0.5] * 4
-    )  # the first gate sits before layer 0
+    learned_config = family.config(retention_ratio=0.5, retention_schedule="learned", retention_first_gated_layer=1)
+    assert learned_config.retention_layer_ratios() == [1.0] + [1 / 3] * 3
+    learned_config = family.config(retention_ratio=0.5, retention_schedule="learned")
+    assert learned_config.retention_layer_ratios() == [0.5] * 4  # the first gate sits before layer 0
 
 
 def test_learned_schedule_is_capped_and_monotone(family):

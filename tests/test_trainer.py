@@ -59,6 +59,7 @@ def make_args(tmp_path, **overrides):
         "gate_learning_rate": 1e-2,
         "gate_bias_learning_rate": 1e-2,
         "budget_warmup_steps": 0,
+        "topk_finetune_steps": 0,  # the tests that need the final top-k phase ask for it
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": [],
@@ -387,7 +388,10 @@ def test_topk_finetune_trains_the_final_steps_with_inference_selection(tmp_path)
     trainer.train()
     hook.remove()
     logs = train_logs(trainer)
-    assert ["lambda" in entry for entry in logs] == [True, True, False, False]
+    assert ["budget_penalty" in entry for entry in logs] == [True, True, False, False]
+    assert logs[2]["lambda"] == logs[3]["lambda"] == logs[1]["lambda"], "the dual variable rests in the top-k phase"
+    expected_keep = [entry["keep_ratio"] for entry in logs[2:]]
+    assert all(0.5 <= keep < 0.75 for keep in expected_keep), "the top-k phase logs its realised keep ratio"
     assert all(lengths[i] < lengths[0] for i in (2, 3)), "the top-k steps run on the kept tokens only"
     assert trainer.model.config.retention_train_with_topk is False
     assert trainer.model.config.retention_learned_schedule == pytest.approx(trainer.budget.learned_schedule())

@@ -17,7 +17,9 @@ from retention_hf import RetentionBertForSequenceClassification
 from retention_hf.visualization import (
     plot_budget_curve,
     plot_heatmap,
+    plot_keep_ratio_curves,
     plot_layer_retention,
+    position_profile,
     render_html,
     save_html,
     trace_retention,
@@ -173,3 +175,27 @@ def test_html_renders_in_headless_chromium(trace, tmp_path):
     blue = sum(1 for red, green, b in pixels if b > red + 40)  # tokens shaded towards #2166ac
     assert blue > 500, "the shaded tokens were not rendered"
     assert len(set(pixels)) > 20  # text, shades and background, not a blank page
+
+
+def test_position_profile_hand_built():
+    mask = torch.zeros(2, 12, dtype=torch.long)
+    mask[0, :11] = 1
+    mask[1, :6] = 1
+    # row 0: positions 1..10 fall in fifths {1,2} {3,4} {5,6} {7,8} {9,10}; row 1: 1..5, one per fifth
+    kept = torch.tensor([[0, 1, 2, 5, 9, -1], [0, 1, 5, -1, -1, -1]])
+    profile = position_profile(kept, mask)
+    assert profile == pytest.approx([3 / 3, 0 / 3, 1 / 3, 0 / 3, 2 / 3])
+    with_cls = position_profile(kept, mask, bins=1, skip_first=False)
+    assert with_cls == pytest.approx([8 / 17])
+
+
+def test_keep_ratio_curves_plot(tmp_path):
+    history = [{"step": step, "loss": 1.0, "keep_ratio": 1 - 0.05 * step, "budget_target": 0.5} for step in range(10)]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    path = plot_keep_ratio_curves({"topk r0.5": tmp_path / "run"}, tmp_path / "keep.png")
+    assert Image.open(path).size[0] > 100
+    (tmp_path / "dense").mkdir()
+    (tmp_path / "dense" / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": 1, "loss": 1.0}]}))
+    with pytest.raises(ValueError, match="logged no keep_ratio"):
+        plot_keep_ratio_curves({"dense": tmp_path / "dense"}, tmp_path / "x.png")

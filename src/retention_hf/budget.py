@@ -4,7 +4,13 @@ The trainer owns *when* things happen (micro-batch, optimizer step, log, checkpo
 *what* happens, so every piece can be checked against hand-computed values without a Trainer.
 
     penalty   = lambda * (expected_keep_ratio - target)
-    lambda   <- max(0, lambda + eta * violation)        once per optimizer step
+    I        <- max(0, I + eta * violation)             once per optimizer step
+    lambda    = max(0, I + k_p * violation)
+
+With ``k_p = 0`` (the default) this is the paper's projected dual ascent. A proportional gain ``k_p > 0``
+makes lambda a PI controller of the violation (Stooke et al., 2020, "Responsive Safety in RL by PID
+Lagrangian Methods"): lambda drops as soon as the keep ratio crosses the target instead of waiting for
+the integral to unwind, which damps the overshoot of pure dual ascent.
 
 The violation is the mean of ``expected_keep_ratio - target`` over every example of the optimizer
 step (all accumulated micro-batches, all processes).
@@ -28,6 +34,8 @@ class BudgetState:
 
     lagrange_multiplier: float
     steps: int = 0
+    # the integral term I of the PI controller (equal to lambda when k_p = 0)
+    integral: float | None = None
     # exponential moving average of the realised per-layer keep ratios: the learned schedule
     layer_keep_ema: list[float] | None = None
 
@@ -43,6 +51,7 @@ class BudgetController:
         warmup_steps: Anneal the target linearly from 1.0 (keep all) to ``target`` over this many
             optimizer steps; 0 applies the budget from the first step.
         fixed_lambda: Keep lambda at ``initial_lambda`` (the paper's fixed-penalty ablation).
+        damping: ``k_p``, the proportional gain of the PI-controlled lambda (0: projected dual ascent).
         schedule_decay: Decay of the moving average that records the learned per-layer schedule.
     """
 
@@ -51,13 +60,14 @@ class BudgetController:
     initial_lambda: float = 0.0
     warmup_steps: int = 0
     fixed_lambda: bool = False
+    damping: float = 0.0
     schedule_decay: float = 0.98
     state: BudgetState = field(init=False)
     _step_violation: torch.Tensor | None = field(init=False, default=None)
     _step_examples: torch.Tensor | None = field(init=False, default=None)
     _step_layers: torch.Tensor | None = field(init=False, default=None)
     _log: dict[str, float] = field(init=False, default_factory=dict)
-    _log_count: int = field(init=False, default=0)
+    _log_counts: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target <= 1.0:
@@ -66,9 +76,11 @@ class BudgetController:
             raise ValueError(f"the dual step size (eta) must be >= 0, got {self.dual_step_size}")
         if self.initial_lambda < 0:
             raise ValueError(f"the initial lambda must be >= 0, got {self.initial_lambda}")
+        if self.damping < 0:
+            raise ValueError(f"the dual damping (k_p) must be >= 0, got {self.damping}")
         if self.warmup_steps < 0:
             raise ValueError(f"the budget warm-up must be >= 0 steps, got {self.warmup_steps}")
-        self.state = BudgetState(lagrange_multiplier=float(self.initial_lambda))
+        self.state = BudgetState(lagrange_multiplier=float(self.initial_lambda), integral=float(self.initial_lambda))
 
     # ------------------------------------------------------------------ arithmetic
     @property
@@ -91,9 +103,14 @@ class BudgetController:
         return self.lagrange_multiplier * reduce(expected_keep_ratio - self.current_target())
 
     def dual_update(self, violation: float) -> float:
-        """Projected ascent ``lambda <- max(0, lambda + eta * violation)``; returns the new lambda."""
+        """``I <- max(0, I + eta * violation)``, ``lambda = max(0, I + k_p * violation)``; returns the new lambda.
+
+        With ``k_p = 0`` this is the projected ascent ``lambda <- max(0, lambda + eta * violation)``."""
         if not self.fixed_lambda:
-            self.state.lagrange_multiplier = max(0.0, self.lagrange_multiplier + self.dual_step_size * violation)
+            integral = self.lagrange_multiplier if self.state.integral is None else self.state.integral
+            integral = max(0.0, integral + self.dual_step_size * violation)
+            self.state.integral = integral
+            self.state.lagrange_multiplier = max(0.0, integral + self.damping * violation)
         return self.lagrange_multiplier
 
     # ------------------------------------------------------------------ per-step accumulation
@@ -109,9 +126,12 @@ class BudgetController:
             self._step_examples = self._step_examples + examples
             self._step_layers = self._step_layers + layers
 
-    def step(self, all_reduce=None) -> dict[str, float]:
+    def step(self, all_reduce=None, record_only: bool = False) -> dict[str, float]:
         """Close an optimizer step: average over its examples (summed across processes by ``all_reduce``),
-        take the dual step and update the learned schedule. Returns the step's statistics."""
+        take the dual step and update the learned schedule. Returns the step's statistics.
+
+        ``record_only`` returns the statistics and changes no state (lambda, step count, learned schedule):
+        the final top-k phase of Hard-Concrete training reports its realised keep ratio this way."""
         if self._step_violation is None:
             return {}
         totals = torch.cat([self._step_violation.reshape(1), self._step_examples.reshape(1), self._step_layers])
@@ -122,6 +142,8 @@ class BudgetController:
         violation, layers = totals[0] / examples, [value / examples for value in totals[2:]]
         self._step_violation = self._step_examples = self._step_layers = None
         target = self.current_target()
+        if record_only:
+            return {"violation": violation, "target": target, "lambda": self.lagrange_multiplier, "layers": layers}
         lagrange_multiplier = self.dual_update(violation)
         self.state.steps += 1
         ema = self.state.layer_keep_ema
@@ -141,14 +163,13 @@ class BudgetController:
     def record_for_log(self, values: dict[str, float]) -> None:
         for name, value in values.items():
             self._log[name] = self._log.get(name, 0.0) + value
-        self._log_count += 1
+            self._log_counts[name] = self._log_counts.get(name, 0) + 1
 
     def pop_log(self) -> dict[str, float]:
-        """Means of the recorded values since the last call."""
-        if self._log_count == 0:
-            return {}
-        means = {name: total / self._log_count for name, total in self._log.items()}
-        self._log, self._log_count = {}, 0
+        """Means of the recorded values since the last call, each over the steps that recorded it (a window
+        that spans the switch to the top-k phase has budget statistics for only some of its steps)."""
+        means = {name: total / self._log_counts[name] for name, total in self._log.items()}
+        self._log, self._log_counts = {}, {}
         return means
 
     # ------------------------------------------------------------------ checkpoints
@@ -165,5 +186,6 @@ class BudgetController:
             lagrange_multiplier=payload["lagrange_multiplier"],
             steps=payload["steps"],
             layer_keep_ema=payload["layer_keep_ema"],
+            integral=payload.get("integral", payload["lagrange_multiplier"]),
         )
         return True

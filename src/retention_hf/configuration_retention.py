@@ -23,8 +23,9 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-SCHEDULE_NAMES = ("learned", "uniform")
-SCORER_NAMES = ("context", "mlp")
+SCHEDULE_NAMES = ("learned", "uniform", "geometric")
+SCORER_NAMES = ("context", "bidirectional", "mlp")
+BUDGET_COSTS = ("probability", "l0")
 GATE_SAMPLINGS = ("hard_concrete", "sigmoid")
 SELECTIONS = ("topk", "threshold")
 
@@ -122,6 +123,16 @@ def _check_threshold(value: Any) -> None:
         raise ValueError(f"retention_threshold must be a probability in (0, 1), got {value!r}")
 
 
+def _check_budget_cost(value: Any) -> None:
+    if value not in BUDGET_COSTS:
+        raise ValueError(f"retention_budget_cost must be one of {BUDGET_COSTS}, got {value!r}")
+
+
+def _check_topk_noise(value: Any) -> None:
+    if not _is_real_number(value) or not value >= 0 or math.isinf(value):
+        raise ValueError(f"retention_topk_noise (Gumbel scale) must be a finite number >= 0, got {value!r}")
+
+
 def _check_gate_bias(value: Any) -> None:
     if not _is_real_number(value) or math.isnan(value) or math.isinf(value):
         raise ValueError(f"retention_gate_init_bias must be a finite number, got {value!r}")
@@ -137,7 +148,10 @@ class RetentionConfig:
             (sum over layers of the tokens each layer processes, over ``num_layers * real_tokens``) that
             the model may spend. Ungated layers count at full length. Normalised per example.
         retention_schedule: How the budget is split over layers at inference. ``"uniform"``: every gated
-            layer keeps the same fraction of the example's tokens, chosen to meet ``retention_ratio``.
+            layer keeps the same fraction of the example's tokens, chosen to meet ``retention_ratio``, so
+            all the dropping happens at the first gate. ``"geometric"``: the ``j``-th gated layer keeps
+            ``q ** j`` of the tokens (``j = 1, 2, ...``), with ``q`` chosen to meet ``retention_ratio``, so
+            every gate drops a share of what is left and later gates decide with more context.
             ``"learned"``: the per-layer keep ratios measured in training
             (``retention_learned_schedule``), rescaled to meet ``retention_ratio``; uniform until a
             schedule has been learned. A list: the fraction of the example's tokens each of the
@@ -149,8 +163,9 @@ class RetentionConfig:
             embeddings and lets every layer run shorter; ``1`` lets layer 0 contextualise the tokens
             before the first decision.
         retention_scorer: ``"context"`` is the paper's Eq. 3 scorer with a running summary of the
-            preceding kept tokens; ``"mlp"`` is the Figure 1 token-wise MLP.
-        retention_scorer_decay: The decay ``g`` of Eq. 3's running summary.
+            preceding kept tokens; ``"bidirectional"`` adds a second summary that runs right to left, so
+            the first tokens are scored with context too; ``"mlp"`` is the Figure 1 token-wise MLP.
+        retention_scorer_decay: The decay ``g`` of Eq. 3's running summaries.
         retention_scorer_hidden_size: Width of the scorer; ``None`` means ``hidden_size // 8``.
         retention_gate_init_bias: Initial bias of the scorer output. A positive bias starts training
             near keep-all, so the budget, not the initialisation, decides what is dropped.
@@ -173,9 +188,24 @@ class RetentionConfig:
             exactly 0. They carry no gradient, so the loss and gradients are those of the masked
             computation, for less work.
         retention_train_with_topk: In training, select tokens exactly as at inference (scheduled top-k by
-            score) instead of sampling gates, so the encoder adapts to the tokens it will see. The scorers
-            get no gradient in this mode; ``RetentionTrainer`` uses it for its final steps
-            (``topk_finetune_steps``).
+            score, tokens physically removed) instead of sampling gates, so the training budget is exact and
+            the encoder adapts to the tokens it will see. ``RetentionTrainer`` uses it for the whole budgeted
+            phase (``selection_training="topk"``) or for its final steps (``topk_finetune_steps``).
+        retention_topk_straight_through: In top-k training, pass the task gradient to the scores of the
+            kept tokens: each kept token is scaled by ``exp(s - stop_gradient(s))`` (value 1) and its
+            attention keys get ``s - stop_gradient(s)`` (value 0), so the forward pass is the exact top-k
+            selection and a score learns how much its token's presence helps the loss.
+        retention_topk_noise: In top-k training, the scale of the Gumbel noise added to the scores before
+            selecting (Gumbel top-k: sampling without replacement), which lets tokens near the cut be tried;
+            0 selects deterministically, as at inference.
+        retention_budget_cost: What the budget counts in Hard-Concrete training. ``"probability"``: the
+            paper's ``sum_t p_t`` with ``p = sigmoid(s)``. ``"l0"``: ``P(z != 0) = sigmoid(s - beta *
+            log(-gamma / zeta))``, the probability that a gate lets its token through at all, which is the
+            compute that training (and ``retention_sparse_training``) really spends.
+        retention_budget_gradient: ``"bias"``: the budget penalty trains only the scorers' output biases;
+            ``"full"``: every scorer weight, as in the paper.
+        retention_detach_scorer_input: The scorers read the hidden states without sending gradients back
+            into the encoder.
     """
 
     base_model_type: ClassVar[str] = ""
@@ -190,12 +220,12 @@ class RetentionConfig:
 
     retention_enabled: bool = True
     retention_ratio: float | int = validated_field(_check_ratio, default=0.5)
-    retention_schedule: Literal["learned", "uniform"] | list[float | int] = validated_field(
-        _check_schedule, default="learned"
+    retention_schedule: Literal["learned", "uniform", "geometric"] | list[float | int] = validated_field(
+        _check_schedule, default="geometric"
     )
     retention_learned_schedule: list[float | int] | None = validated_field(_check_learned_schedule, default=None)
     retention_first_gated_layer: int = validated_field(_check_first_gated_layer, default=0)
-    retention_scorer: Literal["context", "mlp"] = validated_field(_check_scorer, default="context")
+    retention_scorer: Literal["context", "bidirectional", "mlp"] = validated_field(_check_scorer, default="context")
     retention_scorer_decay: float | int = validated_field(_check_decay, default=0.9)
     retention_scorer_hidden_size: int | None = validated_field(_check_scorer_hidden_size, default=None)
     retention_gate_init_bias: float | int = validated_field(_check_gate_bias, default=3.0)
@@ -212,6 +242,9 @@ class RetentionConfig:
     retention_threshold: float | int = validated_field(_check_threshold, default=0.5)
     retention_sparse_training: bool = False
     retention_train_with_topk: bool = False
+    retention_topk_straight_through: bool = False
+    retention_topk_noise: float | int = validated_field(_check_topk_noise, default=0.0)
+    retention_budget_cost: Literal["probability", "l0"] = validated_field(_check_budget_cost, default="probability")
     retention_detach_scorer_input: bool = True
     retention_budget_gradient: Literal["bias", "full"] = "bias"
 
@@ -293,22 +326,48 @@ class RetentionConfig:
             return self.retention_scorer_hidden_size
         return max(1, self.hidden_size // 8)  # type: ignore[attr-defined]
 
-    def retention_layer_ratios(self) -> list[float]:
+    def retention_layer_ratios(self, ratio: float | None = None) -> list[float]:
         """The fraction of each example's real tokens that every layer processes at inference.
 
-        One entry per layer, non-increasing, 1.0 for ungated layers. The mean equals
-        ``retention_ratio`` (before the per-example ``ceil``).
+        One entry per layer, non-increasing, 1.0 for ungated layers. The mean equals the budget
+        (``ratio`` when given, else ``retention_ratio``), before the per-example ``ceil``. A budget other
+        than ``retention_ratio`` rescales the schedule's shape (explicit or learned) to meet it.
         """
         self.validate_retention()
         num_layers = self.num_hidden_layers  # type: ignore[attr-defined]
         first = self.retention_first_gated_layer
+        budget = self.retention_ratio
+        if ratio is not None:
+            _check_ratio(ratio)
+            if ratio < 1.0 and ratio * num_layers <= first:
+                raise ValueError(
+                    f"retention_ratio={ratio} is unreachable: the {first} ungated layer(s) alone cost "
+                    f"{first}/{num_layers} = {first / num_layers:.3f} of the dense work"
+                )
+            budget = float(ratio)
         schedule = self.retention_schedule
         if isinstance(schedule, (list, tuple)):
-            return [float(ratio) for ratio in schedule]
+            if budget == self.retention_ratio:
+                return [float(value) for value in schedule]
+            return _rescale_to_budget(list(schedule), first, budget)
         if schedule == "learned" and self.retention_learned_schedule is not None:
-            return _rescale_to_budget(self.retention_learned_schedule, first, self.retention_ratio)
-        gated_ratio = (self.retention_ratio * num_layers - first) / (num_layers - first)
+            return _rescale_to_budget(self.retention_learned_schedule, first, budget)
+        if schedule == "geometric":
+            return [1.0] * first + _geometric_schedule(num_layers - first, budget * num_layers - first)
+        gated_ratio = (budget * num_layers - first) / (num_layers - first)
         return [1.0] * first + [min(1.0, gated_ratio)] * (num_layers - first)
+
+
+def _geometric_schedule(gated_layers: int, target: float) -> list[float]:
+    """``[q, q**2, ..., q**gated_layers]`` whose sum is ``target`` (found by bisection on ``q`` in (0, 1])."""
+    if target >= gated_layers:
+        return [1.0] * gated_layers
+    low, high = 0.0, 1.0
+    for _ in range(100):
+        middle = (low + high) / 2.0
+        spent = sum(middle**power for power in range(1, gated_layers + 1))
+        low, high = (middle, high) if spent < target else (low, middle)
+    return [high**power for power in range(1, gated_layers + 1)]
 
 
 def _rescale_to_budget(learned: list[float], first_gated: int, budget: float) -> list[float]:

@@ -59,13 +59,36 @@ class ContextScorer(nn.Module):
     def forward(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """Return the logits ``s`` (``(batch, seq)``, float32) for ``hidden_states`` ``(batch, seq, hidden)``."""
         token_term = self.token_proj(hidden_states).float()
-        projected = self.context_proj(hidden_states).float()
+        context = self._previous_summary(self.context_proj(hidden_states).float(), alive)
+        hidden = torch.tanh(token_term + context + self._extra_context(hidden_states, alive))
+        return hidden @ self.v.float() + self.b.float()
+
+    def _previous_summary(self, projected: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """``U m_{t-1}``: the decayed summary of the alive tokens before ``t`` (``m_0 = 0``), already projected."""
         alive = alive.unsqueeze(-1).to(projected.dtype)
         decay = torch.where(alive > 0, self.decay, 1.0)
         summary = decayed_prefix_sum(projected * ((1.0 - self.decay) * alive), decay)
-        previous_summary = nn.functional.pad(summary[:, :-1], (0, 0, 1, 0))  # U m_{t-1}, with m_0 = 0
-        hidden = torch.tanh(token_term + previous_summary)
-        return hidden @ self.v.float() + self.b.float()
+        return nn.functional.pad(summary[:, :-1], (0, 0, 1, 0))
+
+    def _extra_context(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor | float:
+        return 0.0
+
+
+class BidirectionalContextScorer(ContextScorer):
+    """Eq. 3 with a second, right-to-left summary: ``s_t = v^T tanh(W h_t + U m_{t-1} + U' m'_{t+1}) + b``.
+
+    Eq. 3's summary starts from zero at the first token, so the first tokens are scored with almost no
+    context, which biases selection by position. ``m'`` is the same decayed summary run from the end, so
+    every token sees context on both sides. Dead tokens are skipped exactly as in :class:`ContextScorer`.
+    """
+
+    def __init__(self, hidden_size: int, scorer_size: int, decay: float):
+        super().__init__(hidden_size, scorer_size, decay)
+        self.backward_context_proj = nn.Linear(hidden_size, scorer_size, bias=False)  # U'
+
+    def _extra_context(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        projected = self.backward_context_proj(hidden_states).float()
+        return self._previous_summary(projected.flip(1), alive.flip(1)).flip(1)
 
 
 class MLPScorer(nn.Module):
@@ -98,6 +121,13 @@ def hard_concrete_sample(
 
 
 # ---------------------------------------------------------------------------------------------- selection
+def gumbel_noise(shape: torch.Size, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard Gumbel noise ``-log(-log u)``: the top-k of ``s + noise`` samples k tokens without replacement
+    from ``softmax(s)`` (the Gumbel top-k trick)."""
+    uniform = torch.rand(shape, device=device, generator=generator).clamp(1e-9, 1.0 - 1e-9)
+    return -torch.log(-torch.log(uniform))
+
+
 def tokens_to_keep(real_lengths: torch.Tensor, protected_counts: torch.Tensor, ratio: float, min_tokens: int):
     """Per-example number of slots kept at a layer with keep fraction ``ratio``.
 

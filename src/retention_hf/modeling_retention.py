@@ -20,6 +20,7 @@ their stock embeddings, layers, pooler and heads through the mixins below. Impor
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -43,10 +44,12 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_retention import RetentionConfig
 from .gates import (
+    BidirectionalContextScorer,
     ContextScorer,
     MLPScorer,
     alive_first,
     gather_slots,
+    gumbel_noise,
     hard_concrete_sample,
     scatter_to_positions,
     select_kept_slots,
@@ -133,8 +136,9 @@ class _EncoderResult:
 
 # ---------------------------------------------------------------------------------------------- encoder
 def build_scorer(config: RetentionConfig) -> nn.Module:
-    if config.retention_scorer == "context":
-        return ContextScorer(config.hidden_size, config.retention_scorer_width, config.retention_scorer_decay)
+    if config.retention_scorer in ("context", "bidirectional"):
+        scorer_class = ContextScorer if config.retention_scorer == "context" else BidirectionalContextScorer
+        return scorer_class(config.hidden_size, config.retention_scorer_width, config.retention_scorer_decay)
     return MLPScorer(config.hidden_size, config.retention_scorer_width)
 
 
@@ -143,9 +147,9 @@ def additive_key_mask(gate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
     Softmax weights then scale with the gate, so a fading token fades out of everyone's attention.
     """
-    log_gate = torch.log(gate.clamp_min(1e-30))
-    log_gate = torch.where(gate > 0, log_gate, torch.finfo(dtype).min)
-    return log_gate.to(dtype)[:, None, None, :]
+    gate = gate.to(torch.promote_types(gate.dtype, dtype))  # float64 models keep their precision
+    log_gate = torch.where(gate > 0, torch.log(gate.clamp_min(1e-30)), torch.finfo(gate.dtype).min)
+    return log_gate.clamp_min(torch.finfo(dtype).min).to(dtype)[:, None, None, :]
 
 
 class RetentionEncoder(nn.Module):
@@ -163,6 +167,7 @@ class RetentionEncoder(nn.Module):
         attention_mask: torch.Tensor,
         protected: torch.Tensor,
         restore_dropped_tokens: bool = False,
+        retention_ratio: float | None = None,
         **kwargs,
     ) -> _EncoderResult:
         if not self.config.retention_enabled:
@@ -175,7 +180,16 @@ class RetentionEncoder(nn.Module):
             )
         if self.training and not self.config.retention_train_with_topk:
             return self._soft_forward(hidden_states, attention_mask, protected, restore_dropped_tokens, **kwargs)
-        return self._compact_forward(hidden_states, attention_mask, protected, restore_dropped_tokens, **kwargs)
+        return self._compact_forward(
+            hidden_states, attention_mask, protected, restore_dropped_tokens, retention_ratio, **kwargs
+        )
+
+    def _check_training_attention(self) -> None:
+        if self.config._attn_implementation not in ("eager", "sdpa"):
+            raise ValueError(
+                f"Training with retention applies the gates as an additive attention mask, which needs "
+                f"attn_implementation 'eager' or 'sdpa', got {self.config._attn_implementation!r}"
+            )
 
     def _mask(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor | None:
         return create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=padding_mask)
@@ -198,7 +212,18 @@ class RetentionEncoder(nn.Module):
     @staticmethod
     def _keep_probability(log_alpha: torch.Tensor) -> torch.Tensor:
         """The retention probability ``p = sigmoid(s)`` of the paper's Eq. 2-3: the budget counts ``sum_t p_t``
-        and the threshold ablation compares it with ``retention_threshold``."""
+        (with ``retention_budget_cost="probability"``) and the threshold ablation compares it with
+        ``retention_threshold``."""
+        return torch.sigmoid(log_alpha)
+
+    def _budget_cost(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        """What one gate costs the budget: ``p = sigmoid(s)`` (the paper), or with ``retention_budget_cost="l0"``
+        the probability ``P(z != 0) = sigmoid(s - beta * log(-gamma / zeta))`` that the Hard-Concrete gate
+        is non-zero, i.e. that the token is processed at all (Louizos et al., 2018, Eq. 12)."""
+        config = self.config
+        if config.retention_budget_cost == "l0" and config.retention_gate_sampling == "hard_concrete":
+            shift = config.hard_concrete_beta * math.log(-config.hard_concrete_gamma / config.hard_concrete_zeta)
+            return torch.sigmoid(log_alpha - shift)
         return torch.sigmoid(log_alpha)
 
     def _sample_gates(self, log_alpha: torch.Tensor, positions: torch.Tensor, seq_len: int) -> torch.Tensor:
@@ -213,9 +238,25 @@ class RetentionEncoder(nn.Module):
             log_alpha, config.hard_concrete_beta, config.hard_concrete_gamma, config.hard_concrete_zeta, noise=noise
         )
 
-    # -------------------------------------------------------------------------------- eval: gather
-    def _compact_forward(self, hidden_states, attention_mask, protected, restore, **kwargs) -> _EncoderResult:
+    # -------------------------------------------------------------------------------- top-k: gather
+    def _compact_forward(
+        self, hidden_states, attention_mask, protected, restore, ratio: float | None = None, **kwargs
+    ) -> _EncoderResult:
+        """Scheduled top-k selection with physical removal: inference, and top-k training.
+
+        In training (``retention_train_with_topk``) the selection is the same, at the budget ``ratio`` (the
+        trainer's annealed target), optionally perturbed by Gumbel noise; with
+        ``retention_topk_straight_through`` the kept tokens carry ``exp(s - sg(s))`` on their hidden states
+        and ``s - sg(s)`` on their attention keys, accumulated along depth like the soft gates, so the
+        values are those of the selection (exactly, with eager attention; up to kernel rounding with sdpa, whose
+        masked path differs) and the scorers still receive the task gradient.
+        """
         config = self.config
+        training = self.training
+        straight_through = training and config.retention_topk_straight_through
+        noise_scale = float(config.retention_topk_noise) if training else 0.0
+        if straight_through:
+            self._check_training_attention()
         real = attention_mask.bool()
         real_lengths = real.sum(dim=1)
         protected_counts = protected.sum(dim=1)
@@ -223,8 +264,8 @@ class RetentionEncoder(nn.Module):
         if not by_threshold:  # every tensor length of the pass is known from one host sync
             scheduled = torch.stack(
                 [
-                    tokens_to_keep(real_lengths, protected_counts, ratio, config.retention_min_tokens)
-                    for ratio in config.retention_layer_ratios()
+                    tokens_to_keep(real_lengths, protected_counts, layer_ratio, config.retention_min_tokens)
+                    for layer_ratio in config.retention_layer_ratios(ratio)
                 ],
                 dim=1,
             )
@@ -236,6 +277,7 @@ class RetentionEncoder(nn.Module):
         positions = torch.arange(seq_len, device=real.device).expand(batch_size, seq_len)
         mask = self._mask(hidden_states, attention_mask)
         restored = hidden_states if restore else None
+        log_gate = None  # straight-through: the kept tokens' accumulated s - sg(s) (value 0)
         kept_positions, kept_counts = [], []
         for index, layer in enumerate(self.layer):
             if str(index) in self.gates:
@@ -251,19 +293,33 @@ class RetentionEncoder(nn.Module):
                     keep_host = [row[index] for row in scheduled_host]
                 if any(k < c for k, c in zip(keep_host, current_host, strict=True)):
                     if scores is None:
-                        scores = self.gates[str(index)](hidden_states, real)
-                    slots, valid = select_kept_slots(scores, real, protected, keep, max(keep_host))
+                        detach = training and config.retention_detach_scorer_input
+                        scorer_input = hidden_states.detach() if detach else hidden_states
+                        scores = self.gates[str(index)](scorer_input, real)
+                    selection_scores = scores.detach()
+                    if noise_scale > 0:
+                        selection_scores = selection_scores + noise_scale * gumbel_noise(scores.shape, scores.device)
+                    slots, valid = select_kept_slots(selection_scores, real, protected, keep, max(keep_host))
                     if restore:
                         restored = scatter_to_positions(restored, hidden_states, positions)
                     hidden_states = gather_slots(hidden_states, slots)
                     positions = gather_slots(positions, slots).masked_fill(~valid, -1)
                     real = gather_slots(real, slots) & valid
                     protected = gather_slots(protected, slots) & valid
-                    mask = self._mask(hidden_states, real)
+                    if straight_through:
+                        kept_scores = gather_slots(scores, slots)
+                        delta = (kept_scores - kept_scores.detach()).masked_fill(protected | ~real, 0.0)
+                        log_gate = delta if log_gate is None else gather_slots(log_gate, slots) + delta
+                        mask = additive_key_mask(real.float() * torch.exp(log_gate), hidden_states.dtype)
+                    else:
+                        mask = self._mask(hidden_states, real)
                     current, current_host = keep, keep_host
             kept_positions.append(positions.masked_fill(~real, -1))
             kept_counts.append(real.sum(dim=1))
-            hidden_states = layer(hidden_states, mask, **kwargs)
+            layer_input = hidden_states
+            if log_gate is not None:
+                layer_input = hidden_states * torch.exp(log_gate).unsqueeze(-1).to(hidden_states.dtype)
+            hidden_states = layer(layer_input, mask, **kwargs)
         if restore:  # padding slots are restored too, so that rho = 1 reproduces the stock outputs everywhere
             hidden_states = scatter_to_positions(restored, hidden_states, positions)
 
@@ -287,11 +343,7 @@ class RetentionEncoder(nn.Module):
         later scores and statistics are multiplied by zero.
         """
         config = self.config
-        if config._attn_implementation not in ("eager", "sdpa"):
-            raise ValueError(
-                f"Training with retention applies the gates as an additive attention mask, which needs "
-                f"attn_implementation 'eager' or 'sdpa', got {config._attn_implementation!r}"
-            )
+        self._check_training_attention()
         sparse = config.retention_sparse_training
         real = attention_mask.bool()
         real_lengths = real.sum(dim=1).float().clamp(min=1.0)
@@ -313,7 +365,7 @@ class RetentionEncoder(nn.Module):
                 if config.retention_budget_gradient == "bias":  # the budget moves the threshold, the task the ranking
                     bias = self.gates[str(index)].b
                     cost_logits = log_alpha.detach() + (bias - bias.detach())
-                keep_probability = torch.where(protected, 1.0, self._keep_probability(cost_logits))
+                keep_probability = torch.where(protected, 1.0, self._budget_cost(cost_logits))
                 new_gate = gate * sample
                 # tokens that are already gone cost nothing; the others cost their survival probability
                 expected = expected * keep_probability * alive
@@ -549,6 +601,7 @@ class RetentionModelMixin:
         inputs_embeds: torch.Tensor | None = None,
         protected_mask: torch.Tensor | None = None,
         restore_dropped_tokens: bool = False,
+        retention_ratio: float | None = None,
         **kwargs,
     ) -> RetentionModelOutput:
         r"""
@@ -558,6 +611,9 @@ class RetentionModelMixin:
         restore_dropped_tokens (`bool`, *optional*, defaults to `False`):
             Return a full-length `last_hidden_state` in which every dropped token carries the
             representation it had when it was dropped (what token-level heads need).
+        retention_ratio (`float`, *optional*):
+            The budget of this call for the top-k selection (inference, and top-k training), in (0, 1];
+            defaults to `config.retention_ratio`. The schedule's shape is kept and rescaled to it.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
@@ -578,6 +634,7 @@ class RetentionModelMixin:
             attention_mask=attention_mask,
             protected=protected,
             restore_dropped_tokens=restore_dropped_tokens,
+            retention_ratio=retention_ratio,
             **kwargs,
         )
         sequence_output = encoded.last_hidden_state

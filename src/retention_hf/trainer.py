@@ -57,6 +57,8 @@ class _BudgetCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.trainer.budget.warmup_steps = _resolve_steps(args.budget_warmup_steps, state.max_steps)
         self.topk_from = state.max_steps - _resolve_steps(args.topk_finetune_steps, state.max_steps)
+        if args.selection_training == "topk":
+            self.trainer.accelerator.unwrap_model(self.trainer.model).config.retention_train_with_topk = True
 
     def on_step_begin(self, args, state, control, **kwargs):
         config = self.trainer.accelerator.unwrap_model(self.trainer.model).config
@@ -113,13 +115,21 @@ class RetentionTrainer(Trainer):
         config.retention_gate_sampling = args.gate_sampling
         config.retention_inference_selection = args.inference_selection
         config.retention_sparse_training = args.exact_sparse_training
+        config.retention_budget_cost = args.budget_cost
+        # The training-mode flag is set when training (or its top-k phase) begins, so that a checkpoint saved
+        # mid-run never imposes its mode on a new run.
+        self.selects_by_topk = args.selection_training == "topk"
+        config.retention_train_with_topk = False
+        config.retention_topk_straight_through = args.topk_straight_through
+        config.retention_topk_noise = args.topk_noise
         config.validate_retention()
         self.budget = BudgetController(
             target=config.retention_ratio,
             dual_step_size=args.dual_step_size,
             initial_lambda=args.initial_lambda,
             warmup_steps=_resolve_steps(args.budget_warmup_steps, 0),
-            fixed_lambda=args.fixed_lambda,
+            fixed_lambda=args.fixed_lambda or self.selects_by_topk,  # top-k meets the budget by construction
+            damping=args.dual_damping,
         )
         self._examples_in_batch: torch.Tensor | None = None
         self._step_losses: dict[str, torch.Tensor | float] = {}
@@ -189,6 +199,10 @@ class RetentionTrainer(Trainer):
         return batch_samples, num_items_in_batch
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        config = self.accelerator.unwrap_model(model).config
+        topk_training = model.training and config.retention_enabled and config.retention_train_with_topk
+        if topk_training:  # top-k at the budget target of this step (annealed during the warm-up)
+            inputs = {**inputs, "retention_ratio": self.budget.current_target()}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if not model.training:
             return (loss, outputs) if return_outputs else loss
@@ -209,6 +223,8 @@ class RetentionTrainer(Trainer):
             self.budget.accumulate(expected, outputs["layer_keep_ratio"])
             self._record("budget_penalty", penalty, divisor)
             loss = loss + penalty
+        elif topk_training:  # exact selection, no penalty: log the realised keep ratio
+            self.budget.accumulate(outputs["keep_ratio"], outputs["layer_keep_ratio"])
         return (loss, outputs) if return_outputs else loss
 
     def _normalise(self, per_example: torch.Tensor, scaled: bool) -> torch.Tensor:
@@ -224,7 +240,8 @@ class RetentionTrainer(Trainer):
         self._step_losses[name] = self._step_losses.get(name, 0.0) + value.detach() / divisor
 
     def _distillation(self, outputs, inputs) -> torch.Tensor:
-        teacher_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "start_positions", "end_positions")}
+        student_only = ("labels", "start_positions", "end_positions", "retention_ratio")
+        teacher_inputs = {k: v for k, v in inputs.items() if k not in student_only}
         with torch.no_grad():
             teacher_outputs = self.teacher_model(**teacher_inputs)
         mask = inputs.get("attention_mask")
@@ -241,7 +258,10 @@ class RetentionTrainer(Trainer):
             reduce = lambda totals: self.accelerator.reduce(totals, reduction="sum")  # noqa: E731
         record = {name: float(value) for name, value in self._step_losses.items()}
         self._step_losses = {}
-        statistics = self.budget.step(all_reduce=reduce)
+        config = self.accelerator.unwrap_model(self.model).config
+        # the final top-k phase of Hard-Concrete training reports its keep ratio but leaves the budget state alone
+        record_only = config.retention_train_with_topk and not self.selects_by_topk
+        statistics = self.budget.step(all_reduce=reduce, record_only=record_only)
         if statistics:
             record.update(
                 {
@@ -262,6 +282,12 @@ class RetentionTrainer(Trainer):
 
     # ------------------------------------------------------------------ schedule, checkpoints
     def _write_learned_schedule(self) -> None:
+        """Store the per-layer keep ratios measured in Hard-Concrete training as the model's learned schedule.
+
+        Top-k training runs the configured schedule itself, so there is nothing to learn: the model keeps
+        exactly the schedule it trained with."""
+        if self.selects_by_topk:
+            return
         schedule = self.budget.learned_schedule()
         model = self.accelerator.unwrap_model(self.model)
         if schedule is not None and model.config.retention_enabled:

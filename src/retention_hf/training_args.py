@@ -17,6 +17,11 @@ from transformers import TrainingArguments
 # bound by the end of the warm-up and held (expected keep 0.52 for a 0.5 budget).
 DEFAULT_DUAL_STEP_SIZE = 0.5
 
+# The share of the run trained with the inference-time top-k selection after the Hard-Concrete phase. Chosen on
+# a validation split carved out of SST-2 train (README, "Training recipe"): a soft phase that teaches the scorers
+# a ranking over every token, then half the run on exactly the tokens inference keeps.
+DEFAULT_TOPK_FINETUNE_STEPS = 0.5
+
 
 @dataclass
 class RetentionTrainingArguments(TrainingArguments):
@@ -54,6 +59,42 @@ class RetentionTrainingArguments(TrainingArguments):
     fixed_lambda: bool = field(
         default=False, metadata={"help": "Ablation: keep lambda at initial_lambda instead of dual ascent."}
     )
+    selection_training: Literal["topk", "hard_concrete"] = field(
+        default="hard_concrete",
+        metadata={
+            "help": "How training selects tokens. 'topk': exactly as at inference (the scheduled top-k by score, "
+            "tokens physically removed) from the first step, at the annealed budget target, with a straight-through "
+            "gradient for the scores: the training budget is exact and no dual variable is needed. "
+            "'hard_concrete': the paper's relaxed gates (Eq. 6) under the Lagrangian budget (Eq. 5)."
+        },
+    )
+    topk_noise: float = field(
+        default=0.0,
+        metadata={"help": "selection_training='topk': scale of the Gumbel noise on the scores (0: deterministic)."},
+    )
+    topk_straight_through: bool = field(
+        default=True,
+        metadata={
+            "help": "While training with top-k (selection_training='topk', or the final topk_finetune_steps of "
+            "Hard-Concrete training), pass the task gradient to the kept tokens' scores (straight-through); false "
+            "freezes the ranking in effect."
+        },
+    )
+    budget_cost: Literal["probability", "l0"] = field(
+        default="probability",
+        metadata={
+            "help": "selection_training='hard_concrete': what a gate costs the budget, the paper's p = sigmoid(s) "
+            "or 'l0', P(z != 0), the probability that the token is processed at all."
+        },
+    )
+    dual_damping: float = field(
+        default=0.0,
+        metadata={
+            "help": "Proportional gain k_p of a PI-controlled Lagrange multiplier, lambda = max(0, I + k_p * "
+            "violation) with I <- max(0, I + eta * violation): lambda falls as soon as the keep ratio crosses the "
+            "target, which damps the overshoot of pure dual ascent (0: the paper's projected ascent)."
+        },
+    )
     gate_sampling: Literal["hard_concrete", "sigmoid"] = field(
         default="hard_concrete",
         metadata={"help": "Training gates: Hard-Concrete samples, or deterministic sigmoid gates (ablation)."},
@@ -64,12 +105,13 @@ class RetentionTrainingArguments(TrainingArguments):
             "help": "Inference: keep the scheduled top-M tokens per layer, or threshold the keep probability (ablation)."
         },
     )
-    topk_finetune_steps: float = field(
-        default=0,
+    topk_finetune_steps: float | None = field(
+        default=None,
         metadata={
-            "help": "Train the last steps with the inference-time top-k selection (learned schedule, scorers "
-            "frozen in effect), so the encoder adapts to exactly the tokens it keeps at inference. A count, or a "
-            "float in [0, 1) for a share of the run."
+            "help": "selection_training='hard_concrete': train the last steps with the inference-time top-k "
+            "selection (tokens physically removed, the model's schedule), so the encoder adapts to exactly the "
+            "tokens it keeps at inference. A count, or a float in [0, 1) for a share of the run; 0 trains with "
+            f"the gates throughout. Default: {DEFAULT_TOPK_FINETUNE_STEPS} with hard_concrete, 0 with topk."
         },
     )
     exact_sparse_training: bool = field(
@@ -91,10 +133,31 @@ class RetentionTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.topk_finetune_steps is None:
+            self.topk_finetune_steps = DEFAULT_TOPK_FINETUNE_STEPS if self.selection_training == "hard_concrete" else 0
         if self.retention_ratio is not None and not 0.0 < self.retention_ratio <= 1.0:
             raise ValueError(f"retention_ratio must be in (0, 1], got {self.retention_ratio}")
         if self.dual_step_size < 0:
             raise ValueError(f"dual_step_size (eta) must be >= 0, got {self.dual_step_size}")
+        for name, choices in (
+            ("selection_training", ("topk", "hard_concrete")),
+            ("budget_cost", ("probability", "l0")),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if not self.dual_damping >= 0:
+            raise ValueError(f"dual_damping (k_p) must be >= 0, got {self.dual_damping}")
+        if not 0 <= self.topk_noise < float("inf"):
+            raise ValueError(f"topk_noise must be a finite number >= 0, got {self.topk_noise}")
+        if self.selection_training == "topk":
+            self._check_topk_combinations()
+        elif self.topk_noise:
+            raise ValueError(f"topk_noise={self.topk_noise} applies to selection_training='topk' only")
+        if self.budget_cost == "l0" and self.gate_sampling != "hard_concrete":
+            raise ValueError(
+                "budget_cost='l0' is the probability of a non-zero Hard-Concrete gate: it needs "
+                "gate_sampling='hard_concrete'"
+            )
         if self.initial_lambda < 0:
             raise ValueError(f"initial_lambda must be >= 0, got {self.initial_lambda}")
         for name in ("gate_learning_rate", "gate_bias_learning_rate"):
@@ -113,3 +176,31 @@ class RetentionTrainingArguments(TrainingArguments):
             raise ValueError(
                 "exact_sparse_training needs gate_sampling='hard_concrete': sigmoid gates are never exactly 0"
             )
+
+    def _check_topk_combinations(self) -> None:
+        """Reject the Hard-Concrete settings that top-k training would silently ignore."""
+        if self.topk_finetune_steps:
+            raise ValueError(
+                "topk_finetune_steps switches Hard-Concrete training to top-k for the final steps; with "
+                "selection_training='topk' every step already trains with top-k: set topk_finetune_steps=0"
+            )
+        if self.inference_selection == "threshold":
+            raise ValueError(
+                "selection_training='topk' learns scores that only rank tokens, so a probability threshold "
+                "means nothing for them: use inference_selection='topk' or selection_training='hard_concrete'"
+            )
+        ignored = {
+            "budget_cost": self.budget_cost != "probability",
+            "dual_damping": self.dual_damping != 0,
+            "exact_sparse_training": self.exact_sparse_training,
+            "gate_sampling": self.gate_sampling != "hard_concrete",
+            "fixed_lambda": self.fixed_lambda,
+        }
+        if any(ignored.values()):
+            names = ", ".join(name for name, set_ in ignored.items() if set_)
+            raise ValueError(
+                f"{names} configure the Hard-Concrete budget, which selection_training='topk' does not use: "
+                f"drop them or use selection_training='hard_concrete'"
+            )
+        if self.ddp_find_unused_parameters is None:  # a gate that drops nothing in a step runs no scorer
+            self.ddp_find_unused_parameters = True

@@ -5,7 +5,10 @@
 * :func:`render_html` / :func:`save_html` shade each token by the layer at which it was dropped.
 * :func:`plot_heatmap` draws the same as a layers x tokens PNG.
 * :func:`plot_layer_retention` and :func:`plot_budget_curve` plot a training run's per-layer keep ratios
-  and quality against the realised keep ratio over several runs.
+  and quality against the realised keep ratio over several runs; :func:`plot_keep_ratio_curves` puts the
+  realised training keep ratio of several runs next to their budget targets.
+* :func:`position_profile` measures where in the text the kept tokens sit (a selection biased by position
+  keeps much less of one part of the text than of another).
 
 Plots need matplotlib (the ``examples`` extra).
 """
@@ -186,6 +189,60 @@ def plot_layer_retention(run: str | Path, path: str | Path):
     figure.savefig(path)
     plt.close(figure)
     return Path(path)
+
+
+def plot_keep_ratio_curves(
+    runs: dict[str, str | Path], path: str | Path, title: str = "Realised keep ratio in training"
+):
+    """The realised training ``keep_ratio`` against the optimizer step for several runs (``{label: run}``),
+    each with its budget target dashed in the same colour."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for label, run in runs.items():
+        history = [entry for entry in _log_history(run) if "keep_ratio" in entry]
+        if not history:
+            raise ValueError(f"{run} logged no keep_ratio: was it trained with RetentionTrainer?")
+        steps = [entry["step"] for entry in history]
+        (line,) = axes.plot(steps, [entry["keep_ratio"] for entry in history], label=label)
+        if "budget_target" in history[0]:
+            axes.plot(steps, [entry["budget_target"] for entry in history], "--", color=line.get_color(), linewidth=0.8)
+    axes.set(xlabel="optimizer step", ylabel="realised keep ratio (dashed: target)", ylim=(0, 1.05), title=title)
+    axes.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)
+
+
+def position_profile(
+    kept_positions: torch.Tensor, attention_mask: torch.Tensor, bins: int = 5, skip_first: bool = True
+) -> list[float]:
+    """The share of each part of the text that a layer processed: the real tokens are cut into ``bins``
+    equal parts by relative position, and each part's kept share is pooled over the batch.
+
+    Args:
+        kept_positions: One layer's ``kept_positions`` (``(batch, n)``, original positions, ``-1`` in padding).
+        attention_mask: The input's ``(batch, seq)`` padding mask.
+        bins: How many parts (5: fifths).
+        skip_first: Leave out the first real token ([CLS] / <s>), which is always kept.
+    """
+    real = attention_mask.bool()
+    lengths = real.sum(dim=1, keepdim=True)
+    seq_len = real.shape[1]
+    rank = real.long().cumsum(dim=1) - 1  # the position among the real tokens (left or right padding alike)
+    slots = torch.where(kept_positions >= 0, kept_positions, seq_len)  # padding slots go to a scratch column
+    kept = torch.zeros(real.shape[0], seq_len + 1, dtype=torch.bool, device=real.device)
+    kept = kept.scatter(1, slots, True)[:, :seq_len] & real
+    start = 1 if skip_first else 0
+    span = (lengths - start).clamp(min=1)
+    part = ((rank - start).clamp(min=0) * bins // span).clamp(max=bins - 1)
+    counted = real & (rank >= start)
+    shares = []
+    for index in range(bins):
+        members = counted & (part == index)
+        total = int(members.sum())
+        shares.append(float((kept & members).sum()) / total if total else float("nan"))
+    return shares
 
 
 def plot_budget_curve(runs: list[str | Path], path: str | Path, metric: str = "eval_accuracy"):

@@ -67,8 +67,10 @@ class ModelArguments:
     )
     retention: bool = field(default=True, metadata={"help": "Train with retention; false trains the dense baseline."})
     retention_first_gated_layer: int | None = field(default=None, metadata={"help": "First layer with a gate."})
-    retention_scorer: str | None = field(default=None, metadata={"help": "'context' (Eq. 3) or 'mlp' (Figure 1)."})
-    retention_schedule: str | None = field(default=None, metadata={"help": "'learned' or 'uniform'."})
+    retention_scorer: str | None = field(
+        default=None, metadata={"help": "'context' (Eq. 3), 'bidirectional' or 'mlp' (Figure 1)."}
+    )
+    retention_schedule: str | None = field(default=None, metadata={"help": "'learned', 'uniform' or 'geometric'."})
     retention_gate_init_bias: float | None = field(default=None, metadata={"help": "Initial scorer bias."})
     retention_budget_gradient: str | None = field(default=None, metadata={"help": "'bias' or 'full'."})
     retention_detach_scorer_input: bool | None = field(

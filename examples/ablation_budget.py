@@ -1,0 +1,279 @@
+#!/usr/bin/env python
+"""Ablation of the budgeted training recipes on a validation split carved out of SST-2 train.
+
+Never scores SST-2 dev: the rows choose the recipe, so they are measured on held-out *training* data.
+
+Data (built here, deterministically, from ``../shared/data/sst2/train.tsv``, no random number generator):
+
+* train: ``data/sst2/train_8k.tsv``, the 8,000 train rows with the smallest ``sha1(sentence)`` (the main
+  job's training set);
+* validation: the 2,000 train rows of at least 10 words with the largest ``sha1(sentence)``. SST-2 train
+  holds every phrase of its parse trees; the length floor keeps the validation at sentence length (dev
+  sentences average 19 words), where dropping tokens matters. A validation phrase may share words with a
+  training phrase of the same review sentence: that affects every row alike.
+
+Every row starts from the same dense model (the main job's dense stage: one epoch on the 8k rows) and
+trains one more epoch with its recipe at each budget. Each run writes ``<output_dir>/<row>-r<rho>-s<seed>/``
+and this script collects ``results.json`` and ``results.md`` under ``--results``::
+
+    python examples/ablation_budget.py --rows baseline topk-uniform topk-geometric --budgets 0.5 0.3
+    python examples/ablation_budget.py --rows topk-geometric --seeds 1 2    # more seeds for a row
+    python examples/ablation_budget.py --report    # position profiles, table and keep-ratio curves only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import retention_hf  # noqa: F401  (registers the retention classes with the Auto classes)
+from retention_hf.visualization import plot_keep_ratio_curves, position_profile
+from run_classification import main as run_classification
+
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TRAIN = REPO.parent / "shared" / "data" / "sst2" / "train.tsv"
+TRAIN_8K = REPO / "data" / "sst2" / "train_8k.tsv"
+
+COMMON = [
+    "--num_train_epochs=1",
+    "--per_device_train_batch_size=32",
+    "--per_device_eval_batch_size=64",
+    "--warmup_steps=0.06",
+    "--weight_decay=0.01",
+    "--logging_steps=10",
+    "--save_strategy=no",
+    "--eval_strategy=no",
+    "--report_to=none",
+]
+DENSE = ["--retention=false", "--learning_rate=5e-5", "--seed=0"]
+RETENTION = ["--learning_rate=2e-5"]
+# row name -> the arguments that define its recipe (on top of COMMON and RETENTION). Every row spells out the
+# settings that tell the recipes apart, so a row means the same thing whatever the defaults are.
+HARD_CONCRETE = ["--selection_training=hard_concrete"]
+TOPK = ["--selection_training=topk", "--topk_finetune_steps=0"]
+ROWS = {
+    # (c) the recipe before this ablation: Hard-Concrete, cost p = sigmoid(s) on the biases, then top-k for the
+    # last 30 % of the steps with the learned schedule and the scorers frozen in effect
+    "baseline": [
+        *HARD_CONCRETE,
+        "--topk_finetune_steps=0.3",
+        "--topk_straight_through=false",
+        "--retention_schedule=learned",
+    ],
+    # (a) the L0 cost P(z != 0) with its gradient into every scorer weight, PI-damped dual, same top-k phase
+    "l0-full": [
+        *HARD_CONCRETE,
+        "--budget_cost=l0",
+        "--retention_budget_gradient=full",
+        "--dual_damping=5",
+        "--topk_finetune_steps=0.3",
+        "--topk_straight_through=false",
+        "--retention_schedule=learned",
+    ],
+    # (b) top-k selection from the start of the budgeted phase, straight-through scores
+    "topk-uniform": [*TOPK, "--retention_schedule=uniform"],
+    "topk-geometric": [*TOPK, "--retention_schedule=geometric"],
+    "topk-geometric-gumbel": [*TOPK, "--retention_schedule=geometric", "--topk_noise=1"],
+    # (c) with straight-through scores in its top-k phase
+    "baseline-st": [
+        *HARD_CONCRETE,
+        "--topk_finetune_steps=0.3",
+        "--topk_straight_through=true",
+        "--retention_schedule=learned",
+    ],
+    # (c) with straight-through scores and the geometric schedule in its top-k phase, which is half the run
+    "hybrid-geometric": [
+        *HARD_CONCRETE,
+        "--topk_finetune_steps=0.5",
+        "--topk_straight_through=true",
+        "--retention_schedule=geometric",
+    ],
+    # the same with the L0 cost on the biases, so that the soft phase counts the tokens it really processes
+    "hybrid-geometric-l0": [
+        *HARD_CONCRETE,
+        "--topk_finetune_steps=0.5",
+        "--topk_straight_through=true",
+        "--retention_schedule=geometric",
+        "--budget_cost=l0",
+    ],
+    # (d) a scorer that sees both sides of every token
+    "topk-geometric-bidir": [*TOPK, "--retention_schedule=geometric", "--retention_scorer=bidirectional"],
+    # distillation from the dense model (logits)
+    "topk-geometric-kd": [*TOPK, "--retention_schedule=geometric", "--distillation_weight=0.5"],
+}
+
+
+def build_validation(path: Path, size: int = 2000, min_words: int = 10) -> Path:
+    """The carved-out validation split (see the module docstring); disjoint from ``train_8k.tsv``."""
+    if path.is_file():
+        return path
+    with SHARED_TRAIN.open() as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    ranked = sorted(rows, key=lambda row: hashlib.sha1(row[0].strip().encode()).hexdigest())
+    excluded = {row[0] for row in ranked[:8000]}  # train_8k
+    candidates = [row for row in reversed(ranked) if len(row[0].split()) >= min_words and row[0] not in excluded]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["sentence\tlabel", *(f"{sentence}\t{label}" for sentence, label in candidates[:size])]
+    path.write_text("\n".join(lines) + "\n")  # GLUE's own format, verbatim (no quoting)
+    return path
+
+
+def training_keep(run_dir: Path, target: float) -> dict[str, float]:
+    """The realised training keep ratio in the logs after the budget warm-up: mean and largest deviation."""
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    max_steps = state["max_steps"]
+    warmup = 0.3 * max_steps  # RetentionTrainingArguments.budget_warmup_steps default
+    keeps = [entry["keep_ratio"] for entry in state["log_history"] if "keep_ratio" in entry and entry["step"] > warmup]
+    if not keeps:
+        return {}
+    return {
+        "train_keep_ratio_after_warmup": statistics.fmean(keeps),
+        "train_keep_max_deviation": max(abs(keep - target) for keep in keeps),
+    }
+
+
+@torch.no_grad()
+def last_layer_profile(run_dir: Path, validation: Path, batch_size: int = 64) -> list[float]:
+    """Share of each fifth of the validation texts that the last layer processed ([CLS] left out)."""
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir).eval()
+    texts = [line.split("\t")[0].strip() for line in validation.read_text().splitlines()[1:]]
+    kept, masks = [], []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(
+            texts[start : start + batch_size],
+            truncation=True,
+            max_length=128,
+            padding="max_length",
+            return_tensors="pt",
+        )
+        outputs = model(**batch)
+        positions = outputs.kept_positions[-1]
+        kept.append(torch.nn.functional.pad(positions, (0, 128 - positions.shape[1]), value=-1))
+        masks.append(batch["attention_mask"])
+    return position_profile(torch.cat(kept), torch.cat(masks))
+
+
+def report(results: dict, output: Path, results_dir: Path, validation: Path) -> None:
+    """Add the position profiles, then write ``results.md`` and the keep-ratio curves."""
+    for name, row in results.items():
+        if name != "dense":
+            row["arguments"] = ROWS[row["row"]]
+        if name != "dense" and "position_profile" not in row and (output / name).is_dir():
+            row["position_profile"] = last_layer_profile(output / name, validation)
+    write(results, results_dir / "results.json")
+    dense = results["dense"]["eval_accuracy"]
+    lines = [
+        f"SST-2 train carve-out validation (2,000 sentences of >= 10 words, never trained on). Dense: {dense:.4f}.",
+        "",
+        "| row | rho | seed | accuracy | vs dense | eval keep | train keep after warm-up (mean / max dev.) "
+        "| retention off | last-layer share by fifth of the text | train min |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in results.items():
+        if name == "dense":
+            continue
+        keep = row.get("train_keep_ratio_after_warmup")
+        keep_text = f"{keep:.3f} / {row['train_keep_max_deviation']:.3f}" if keep is not None else ""
+        profile = ", ".join(f"{share:.2f}" for share in row.get("position_profile", []))
+        lines.append(
+            f"| {row['row']} | {row['budget']} | {row['seed']} | {row['eval_accuracy']:.4f} | "
+            f"{row['eval_accuracy'] / dense:.1%} | {row['eval_keep_ratio']:.3f} | {keep_text} | "
+            f"{row['eval_accuracy_retention_off']:.4f} | {profile} | {row['train_runtime_s'] / 60:.1f} |"
+        )
+    (results_dir / "results.md").write_text("\n".join(lines) + "\n")
+    for budget in sorted({row["budget"] for name, row in results.items() if name != "dense"}):
+        runs = {
+            name.removesuffix("-s0"): output / name
+            for name, row in results.items()
+            if name != "dense" and row["budget"] == budget and row["seed"] == 0 and (output / name).is_dir()
+        }
+        if runs:
+            plot_keep_ratio_curves(
+                runs,
+                results_dir / f"train_keep_ratio_r{budget}.png",
+                title=f"Realised keep ratio in training, rho {budget}",
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.3])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--output_dir", default="runs/ablation")
+    parser.add_argument("--results", default="results/ablation")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="fewer training rows (smoke runs)")
+    parser.add_argument("--report", action="store_true", help="only add profiles and write the table and plots")
+    args = parser.parse_args()
+
+    output, results_dir = Path(args.output_dir), Path(args.results)
+    validation = build_validation(output / "data" / "sst2_train_carve_2k.tsv")
+    data = [f"--train_file={TRAIN_8K}", f"--validation_file={validation}"]
+    extra = [] if args.max_train_samples is None else [f"--max_train_samples={args.max_train_samples}"]
+    results_path = results_dir / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    if args.report:
+        report(results, output, results_dir, validation)
+        return
+
+    dense_dir = output / "dense"
+    if "dense" not in results:
+        start = time.perf_counter()
+        metrics = run_classification([*COMMON, *DENSE, *data, *extra, f"--output_dir={dense_dir}"])
+        results["dense"] = {"eval_accuracy": metrics["eval_accuracy"], "minutes": (time.perf_counter() - start) / 60}
+        write(results, results_path)
+
+    for seed in args.seeds:
+        for row in args.rows:
+            for budget in args.budgets:
+                name = f"{row}-r{budget}-s{seed}"
+                if name in results:
+                    continue
+                run_dir = output / name
+                start = time.perf_counter()
+                metrics = run_classification(
+                    [
+                        *COMMON,
+                        *RETENTION,
+                        *ROWS[row],
+                        *data,
+                        *extra,
+                        f"--seed={seed}",
+                        f"--model_name_or_path={dense_dir}",
+                        f"--retention_ratio={budget}",
+                        f"--output_dir={run_dir}",
+                    ]
+                )
+                results[name] = {
+                    "row": row,
+                    "budget": budget,
+                    "seed": seed,
+                    "arguments": ROWS[row],
+                    "eval_accuracy": metrics["eval_accuracy"],
+                    "eval_keep_ratio": metrics["eval_keep_ratio"],
+                    "eval_accuracy_retention_off": metrics["eval_accuracy_retention_off"],
+                    "train_runtime_s": metrics.get("train_runtime"),
+                    "minutes": (time.perf_counter() - start) / 60,
+                    **training_keep(run_dir, budget),
+                }
+                write(results, results_path)
+    report(results, output, results_dir, validation)
+
+
+def write(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
