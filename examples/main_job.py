@@ -14,7 +14,7 @@ Both are evaluated on the full SST-2 dev set (872 sentences). The table reports 
 realised share of the dense work, and eval throughput: the retention model against the same weights
 with retention off, measured in the same run.
 
-    python examples/main_job.py                       # about 8 minutes on 2 CPU cores
+    python examples/main_job.py                       # about 6 minutes on 2 CPU cores
     python examples/main_job.py --retention_ratio 0.3 --output_dir runs/main-r30
 
 The retention checkpoint is saved to ``<output_dir>/retention`` and loads with

@@ -192,14 +192,14 @@ def plot_layer_retention(run: str | Path, path: str | Path):
 
 
 def plot_keep_ratio_curves(
-    runs: dict[str, str | Path], path: str | Path, title: str = "Realised keep ratio in training"
+    runs: dict[str, str | Path | list[dict]], path: str | Path, title: str = "Realised keep ratio in training"
 ):
-    """The realised training ``keep_ratio`` against the optimizer step for several runs (``{label: run}``),
-    each with its budget target dashed in the same colour."""
+    """The realised training ``keep_ratio`` against the optimizer step for several runs (``{label: run}``, a run
+    being a training output directory or its ``log_history``), each with its budget target dashed alike."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for label, run in runs.items():
-        history = [entry for entry in _log_history(run) if "keep_ratio" in entry]
+        history = [entry for entry in (run if isinstance(run, list) else _log_history(run)) if "keep_ratio" in entry]
         if not history:
             raise ValueError(f"{run} logged no keep_ratio: was it trained with RetentionTrainer?")
         steps = [entry["step"] for entry in history]

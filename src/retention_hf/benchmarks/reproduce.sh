@@ -23,14 +23,15 @@ case "$DATASET" in
   sst2)
     COMMON+=(--per_device_train_batch_size 32 --per_device_eval_batch_size 64)
     DENSE=(--learning_rate 5e-5)
-    RETENTION=(--learning_rate 2e-5 --topk_finetune_steps 0.3)
+    RETENTION=(--learning_rate 2e-5 --topk_finetune_steps 0.3 --topk_straight_through false --retention_schedule learned)
     BUDGETS=(0.7 0.5 0.3)
     HARNESS=(--max_length 128 --batch_size 32 --repeats 5)
     ;;
   imdb)
     COMMON+=(--max_seq_length 512 --per_device_train_batch_size 16 --per_device_eval_batch_size 32)
     DENSE=(--learning_rate 5e-5 --num_train_epochs 2)
-    RETENTION=(--learning_rate 2e-5 --topk_finetune_steps 0.3 --dual_step_size 5 --exact_sparse_training true)
+    RETENTION=(--learning_rate 2e-5 --topk_finetune_steps 0.3 --dual_step_size 5 --exact_sparse_training true
+               --topk_straight_through false --retention_schedule learned)
     BUDGETS=(0.5 0.3)
     HARNESS=(--max_length 512 --batch_size 16 --repeats 3 --timing_examples 320)
     ;;
