@@ -225,10 +225,17 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path) -> 
     lines += ["", f"Command: `{command}`"]
     (results_dir / "results.md").write_text("\n".join(lines) + "\n")
     for budget in sorted({row["budget"] for name, row in results.items() if name != "dense"}):
-        runs = {
-            name.removesuffix("-s0"): logged_keep(output / name, budget)
+        latest: dict[str, str] = {}  # per row, its run with the highest seed: the most recent logging code
+        candidates = [
+            (name, row)
             for name, row in results.items()
-            if name != "dense" and row["budget"] == budget and row["seed"] == 0 and (output / name).is_dir()
+            if name != "dense" and row["budget"] == budget and (output / name).is_dir()
+        ]
+        for name, row in candidates:
+            if row["row"] not in latest or results[latest[row["row"]]]["seed"] < row["seed"]:
+                latest[row["row"]] = name
+        runs = {
+            f"{row} (seed {results[name]['seed']})": logged_keep(output / name, budget) for row, name in latest.items()
         }
         if runs:
             plot_keep_ratio_curves(
