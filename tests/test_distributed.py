@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,13 @@ EXAMPLE = REPO / "examples" / "run_classification.py"
 def tiny_checkpoint(tmp_path_factory):
     """A tiny vanilla BERT with the real MiniLM tokenizer, so the example runs on real SST-2 text."""
     return save_tiny_text_model(tmp_path_factory.mktemp("tiny-bert"), BertForSequenceClassification)
+
+
+def free_port() -> int:
+    """A port nobody listens on now, so that two test runs on one machine never join each other's rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def run_example(launcher: list[str], checkpoint: Path, output_dir: Path, batch_size: int) -> dict:
@@ -63,7 +71,7 @@ def run_example(launcher: list[str], checkpoint: Path, output_dir: Path, batch_s
 
 def test_two_process_ddp_matches_one_process(tiny_checkpoint, tmp_path):
     ddp = run_example(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"],
         tiny_checkpoint,
         tmp_path / "ddp",
         batch_size=4,
