@@ -155,6 +155,11 @@ def plot_heatmap(trace: RetentionTrace, path: str | Path, size: tuple[int, int] 
     else:
         axes.set_xlabel("token position")
     axes.set_title(f"Tokens processed per layer (budget {trace.budget:g}, cost {trace.keep_ratio:.3f})")
+    return _save(plt, figure, path, dpi=dpi)
+
+
+def _save(plt, figure, path: str | Path, dpi: int | None = None) -> Path:
+    """Lay out, write and close a figure (every plot here ends this way)."""
     figure.tight_layout()
     figure.savefig(path, dpi=dpi)
     plt.close(figure)
@@ -185,10 +190,7 @@ def plot_layer_retention(run: str | Path, path: str | Path):
         axes.plot(steps, [entry["budget_target"] for entry in history], "k--", label="budget target")
     axes.set(xlabel="optimizer step", ylabel="keep ratio", ylim=(0, 1.05), title="Per-layer retention in training")
     axes.legend(fontsize=8, ncol=2)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return Path(path)
+    return _save(plt, figure, path)
 
 
 def plot_keep_ratio_curves(
@@ -208,10 +210,7 @@ def plot_keep_ratio_curves(
             axes.plot(steps, [entry["budget_target"] for entry in history], "--", color=line.get_color(), linewidth=0.8)
     axes.set(xlabel="optimizer step", ylabel="realised keep ratio (dashed: target)", ylim=(0, 1.05), title=title)
     axes.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return Path(path)
+    return _save(plt, figure, path)
 
 
 def position_profile(
@@ -263,7 +262,4 @@ def plot_budget_curve(runs: list[str | Path], path: str | Path, metric: str = "e
     for keep, value, name in points:
         axes.annotate(name, (keep, value), textcoords="offset points", xytext=(4, 4), fontsize=8)
     axes.set(xlabel="realised keep ratio (share of dense work)", ylabel=metric, title=f"{metric} against budget")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return Path(path)
+    return _save(plt, figure, path)
