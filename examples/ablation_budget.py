@@ -58,8 +58,9 @@ DENSE = ["--retention=false", "--learning_rate=5e-5", "--seed=0"]
 RETENTION = ["--learning_rate=2e-5"]
 # row name -> the arguments that define its recipe (on top of COMMON and RETENTION). Every row spells out the
 # settings that tell the recipes apart, so a row means the same thing whatever the defaults are.
-HARD_CONCRETE = ["--selection_training=hard_concrete"]
-TOPK = ["--selection_training=topk", "--topk_finetune_steps=0"]
+# The rows measured before per-example budget rounding existed round every layer's count up on its own.
+HARD_CONCRETE = ["--selection_training=hard_concrete", "--retention_count_rounding=ceil"]
+TOPK = ["--selection_training=topk", "--topk_finetune_steps=0", "--retention_count_rounding=ceil"]
 ROWS = {
     # (c) the recipe before this ablation: Hard-Concrete, cost p = sigmoid(s) on the biases, then top-k for the
     # last 30 % of the steps with the learned schedule and the scorers frozen in effect
@@ -104,6 +105,22 @@ ROWS = {
         "--topk_straight_through=true",
         "--retention_schedule=geometric",
         "--budget_cost=l0",
+    ],
+    # the default recipe: hybrid-geometric with each example's kept counts rounded to meet its budget
+    "hybrid-geometric-budget": [
+        "--selection_training=hard_concrete",
+        "--topk_finetune_steps=0.5",
+        "--topk_straight_through=true",
+        "--retention_schedule=geometric",
+        "--retention_count_rounding=budget",
+    ],
+    # the same with the soft phase only as long as the budget warm-up (30 %): exact top-k from then on
+    "hybrid-warmup-budget": [
+        "--selection_training=hard_concrete",
+        "--topk_finetune_steps=0.7",
+        "--topk_straight_through=true",
+        "--retention_schedule=geometric",
+        "--retention_count_rounding=budget",
     ],
     # (d) a scorer that sees both sides of every token
     "topk-geometric-bidir": [*TOPK, "--retention_schedule=geometric", "--retention_scorer=bidirectional"],

@@ -10,8 +10,8 @@ from retention_hf.gates import (
     gather_slots,
     hard_concrete_sample,
     scatter_to_positions,
+    scheduled_keep_counts,
     select_kept_slots,
-    tokens_to_keep,
 )
 
 
@@ -100,12 +100,45 @@ def test_hard_concrete_range_and_exact_zeros_and_ones():
     assert 0.1 < (gates[:, 1] == 0).float().mean() < 0.5
 
 
-def test_tokens_to_keep():
-    lengths = torch.tensor([10, 10, 7, 3, 0, 512])
-    protected = torch.tensor([1, 5, 1, 1, 1, 1])
-    assert tokens_to_keep(lengths, protected, 0.3, 1).tolist() == [3, 5, 3, 1, 1, 154]
-    assert tokens_to_keep(lengths, protected, 1.0, 1).tolist() == [10, 10, 7, 3, 1, 512]
-    assert tokens_to_keep(lengths, protected, 0.3, 4).tolist() == [4, 5, 4, 3, 1, 154]
+SCHEDULE = [1.0, 0.7, 0.5, 0.3]
+LENGTHS = torch.tensor([10, 7, 3, 0, 512])
+PROTECTED = torch.tensor([1, 5, 1, 1, 1])
+
+
+def test_scheduled_keep_counts_meet_each_examples_budget():
+    # T=7: ideal 7, 4.9, 3.5, 2.1 -> floors 7, 4, 3, 2 (16) and round(17.5 - 1/2) = 17: the 0.9 rounds up;
+    # the protected 5 then lift the later layers. T=3: 3, 2.1, 1.5, 0.9 -> 7 of 7.5: the 0.9 rounds up.
+    # T=512: 512, 358.4, 256, 153.6 -> 1280 exactly: the 0.6 rounds up, not the 0.4.
+    counts = scheduled_keep_counts(LENGTHS, PROTECTED, SCHEDULE, 1)
+    assert counts.tolist() == [[10, 7, 5, 3], [7, 5, 5, 5], [3, 2, 1, 1], [1, 1, 1, 1], [512, 358, 256, 154]]
+    assert scheduled_keep_counts(LENGTHS, PROTECTED, SCHEDULE, 4).tolist() == [
+        [10, 7, 5, 4],
+        [7, 5, 5, 5],
+        [3, 3, 3, 3],
+        [1, 1, 1, 1],
+        [512, 358, 256, 154],
+    ]
+    assert scheduled_keep_counts(LENGTHS, PROTECTED, [1.0] * 4, 1).tolist() == [
+        [10] * 4,
+        [7] * 4,
+        [3] * 4,
+        [1] * 4,
+        [512] * 4,
+    ]
+
+
+def test_scheduled_keep_counts_ceil_rounds_every_layer_up():
+    counts = scheduled_keep_counts(LENGTHS, PROTECTED, SCHEDULE, 1, rounding="ceil")
+    assert counts.tolist() == [[10, 7, 5, 3], [7, 5, 5, 5], [3, 3, 2, 1], [1, 1, 1, 1], [512, 359, 256, 154]]
+
+
+def test_scheduled_keep_counts_ties_go_to_the_earlier_layer_and_counts_never_grow():
+    two = torch.tensor([2])
+    one = torch.tensor([1])
+    # 2, 1.5, 1.5, 1 -> 6 token-layers: one of the two 0.5 remainders rounds up, the earlier one
+    assert scheduled_keep_counts(two, one, [1.0, 0.75, 0.75, 0.5], 1).tolist() == [[2, 2, 1, 1]]
+    # a schedule that rises again is capped by the previous layer: dropped tokens do not come back
+    assert scheduled_keep_counts(torch.tensor([10]), one, [1.0, 0.5, 0.6, 0.5], 1).tolist() == [[10, 5, 5, 5]]
 
 
 def test_select_kept_slots_hand_built():

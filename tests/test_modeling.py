@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from fractions import Fraction
-from math import ceil
+from itertools import accumulate
+from math import ceil, floor
 
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 
 import retention_hf.modeling_retention as modeling
-from retention_hf.gates import tokens_to_keep
+from retention_hf.gates import scheduled_keep_counts
 
 from families import FAMILIES
 
@@ -64,8 +65,18 @@ def layer_input_lengths(model, inputs, grad=False):
     return [lengths[i] for i in range(len(lengths))], outputs
 
 
-def exact_keep(length: int, ratio: Fraction, minimum: int = 1, protected: int = 1) -> int:
-    return min(max(ceil(ratio * length), minimum, protected), max(length, 1))
+def exact_counts(length: int, ratios, minimum: int = 1, protected: int = 1, rounding: str = "budget") -> list[int]:
+    """The kept count of every layer, in exact arithmetic: a reference for ``scheduled_keep_counts``."""
+    ideal = [Fraction(str(ratio)) * length for ratio in ratios]
+    if rounding == "ceil":
+        counts = [ceil(value) for value in ideal]
+    else:  # round(sum) token-layers in all; the largest fractional parts (earlier layer on ties) round up
+        counts = [floor(value) for value in ideal]
+        extra = ceil(sum(ideal) - Fraction(1, 2)) - sum(counts)
+        for layer in sorted(range(len(ideal)), key=lambda i: (counts[i] - ideal[i], i))[:extra]:
+            counts[layer] += 1
+    counts = [min(max(count, minimum, protected), max(length, 1)) for count in counts]
+    return list(accumulate(counts, min))
 
 
 # ---------------------------------------------------------------------------------------------- parity
@@ -100,7 +111,7 @@ def test_layer_input_lengths_follow_the_schedule(family):
     lengths = [30, 17, 9, 4, 1]
     inputs = family.inputs(lengths, seq_len=32)
     seen, outputs = layer_input_lengths(model, inputs)
-    expected_counts = [[exact_keep(t, Fraction(str(r))) for r in schedule] for t in lengths]
+    expected_counts = [exact_counts(t, schedule) for t in lengths]
     assert outputs.kept_counts.tolist() == expected_counts
     # layer 0 is ungated and runs on the padded batch; then the longest kept row sets the width
     assert seen == [32] + [max(row[i] for row in expected_counts) for i in range(1, 4)]
@@ -118,11 +129,13 @@ def test_uniform_schedule_kept_counts(family, first_gated, ratio):
     seen, outputs = layer_input_lengths(model, family.inputs(lengths, seq_len=40))
     gated = (Fraction(str(ratio)) * 4 - first_gated) / (4 - first_gated)
     per_layer = [Fraction(1)] * first_gated + [gated] * (4 - first_gated)
-    expected = [[exact_keep(t, r) for r in per_layer] for t in lengths]
+    expected = [exact_counts(t, per_layer) for t in lengths]
     assert outputs.kept_counts.tolist() == expected
     assert seen[first_gated] == max(row[first_gated] for row in expected)
-    realised = outputs.keep_ratio
-    assert torch.all(realised >= ratio - 1e-6)  # ceil never spends less than the budget
+    # the rows long enough not to hit the one-token floor spend their budget to half a token-layer
+    realised = outputs.keep_ratio[:2]
+    tolerance = torch.tensor([0.5 / (4 * t) for t in lengths[:2]]) + 1e-6
+    assert torch.all((realised - ratio).abs() <= tolerance), realised
 
 
 def test_cls_kept_order_preserved_and_drops_permanent(family):
@@ -198,8 +211,8 @@ def test_protected_tokens_survive(family):
     for positions in outputs.kept_positions:
         assert {0, 5, 17, 29} <= set(positions[0].tolist())
         assert {0, 2, 3, 4, 5, 6, 7, 11} == set(positions[1].tolist()) - {-1}
-    # row 0 keeps ceil(0.3 * 30) = 9 (4 of them protected); row 1 has 8 protected tokens, more than
-    # ceil(0.3 * 20) = 6: protection wins over the budget
+    # row 0 keeps 0.3 * 30 = 9 (4 of them protected); row 1 has 8 protected tokens, more than
+    # 0.3 * 20 = 6: protection wins over the budget
     assert outputs.kept_counts[:, 1].tolist() == [9, 8]
 
 
@@ -222,7 +235,7 @@ def test_protect_first_segment_keeps_the_question(family):
         assert set(range(7)) | {39} <= set(positions[0].tolist())
         assert set(range(11)) | {29} <= set(positions[1].tolist())
         assert 0 in positions[2].tolist()
-    # the question counts towards the budget: ceil(0.3 * 40) = 12 slots, 8 of them protected
+    # the question counts towards the budget: 0.3 * 40 = 12 slots, 8 of them protected
     assert outputs.kept_counts[:, -1].tolist() == [12, 12, 6]
     assert outputs.start_logits.shape == (3, 40)
 
@@ -480,11 +493,27 @@ def test_training_needs_a_maskable_attention(family):
         model(**family.inputs([5], seq_len=5))
 
 
-def test_tokens_to_keep_matches_exact_arithmetic():
+@pytest.mark.parametrize("rounding", ["budget", "ceil"])
+def test_scheduled_keep_counts_match_exact_arithmetic(rounding):
     lengths = torch.arange(0, 513)
-    for ratio in ("0.3", "0.5", "0.16", "0.7", "1"):
-        expected = [exact_keep(int(t), Fraction(ratio)) for t in lengths]
-        assert tokens_to_keep(lengths, torch.ones_like(lengths), float(ratio), 1).tolist() == expected
+    schedules = ([1, 0.7, 0.5, 0.3], [0.3] * 4, [0.5, 0.5, 0.16, 0.16], [1] * 4, [0.9, 0.45, 0.3, 0.15])
+    for schedule in schedules:
+        expected = [exact_counts(int(t), schedule, rounding=rounding) for t in lengths]
+        counts = scheduled_keep_counts(lengths, torch.ones_like(lengths), [float(r) for r in schedule], 1, rounding)
+        assert counts.tolist() == expected, schedule
+
+
+def test_budget_rounding_spends_the_budget_where_ceil_overspends(family):
+    lengths = list(range(6, 16))
+    inputs = family.inputs(lengths, seq_len=16)
+    realised = {}
+    for rounding in ("budget", "ceil"):
+        model = make_model(
+            family, retention_ratio=0.5, retention_schedule="geometric", retention_count_rounding=rounding
+        )
+        realised[rounding] = model(**inputs).keep_ratio.mean().item()
+    assert abs(realised["budget"] - 0.5) < 0.01
+    assert realised["ceil"] > 0.54
 
 
 # ---------------------------------------------------------------------------------------------- training variants

@@ -4,7 +4,6 @@ bidirectional scorer, the geometric schedule, per-call budgets and the PI-damped
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from retention_hf import BudgetController, RetentionTrainer
 from retention_hf.gates import BidirectionalContextScorer, ContextScorer, hard_concrete_sample
 
 from families import BERT, FAMILIES
-from test_modeling import exact_keep, layer_input_lengths, make_model, primary_output
+from test_modeling import exact_counts, layer_input_lengths, make_model, primary_output
 from test_trainer import collate, make_args, random_dataset, train_logs
 
 
@@ -111,11 +110,9 @@ def test_per_call_budget_rescales_the_schedule(family):
     with torch.no_grad():
         outputs = model(**inputs, retention_ratio=0.5)
         default = model(**inputs)
-    expected = [[exact_keep(t, Fraction(r)) for r in ratios] for t in lengths]
+    expected = [exact_counts(t, ratios) for t in lengths]
     assert outputs.kept_counts.tolist() == expected
-    assert default.kept_counts.tolist() == [
-        [exact_keep(t, Fraction(str(r))) for r in [1.0, 0.8, 0.4, 0.3]] for t in lengths
-    ]
+    assert default.kept_counts.tolist() == [exact_counts(t, [1.0, 0.8, 0.4, 0.3]) for t in lengths]
     with pytest.raises(ValueError, match="retention_ratio must be a number in \\(0, 1\\], got 1.5"):
         model(**inputs, retention_ratio=1.5)
 
@@ -327,7 +324,7 @@ def test_topk_trainer_holds_the_exact_budget(tmp_path):
     assert len(logs) == 4
     for entry, batch in zip(logs, batches, strict=True):
         real = batch["attention_mask"].sum(dim=1).tolist()
-        expected = sum(sum(exact_keep(t, Fraction(r)) for r in ratios) / (len(ratios) * t) for t in real) / len(real)
+        expected = sum(sum(exact_counts(t, ratios)) / (len(ratios) * t) for t in real) / len(real)
         assert entry["keep_ratio"] == pytest.approx(expected, abs=1e-5)
         assert entry["lambda"] == 0.0 and "budget_penalty" not in entry
     assert all(length < max(batch["input_ids"].shape[1] for batch in batches) for length in lengths)

@@ -10,8 +10,9 @@ scorer per gated layer (``encoder.gates.{i}``). It runs in one of three modes:
 * soft (``model.train()``): full-length tensors, Hard-Concrete gates multiplied along depth, applied
   to the hidden states and as a log-mask to the attention keys; returns the differentiable expected
   keep ratios a trainer needs for the budget;
-* compact (``model.eval()``): at every gated layer each example keeps its top ``ceil(r_l * T_i)``
-  surviving tokens, which are gathered into shorter tensors, in order.
+* compact (``model.eval()``): at every gated layer each example keeps its top ``r_l * T_i`` surviving
+  tokens (rounded so that its total over layers is its budget), which are gathered into shorter tensors,
+  in order.
 
 The family modules (``modeling_retention_bert.py``, ``modeling_retention_roberta.py``) only plug in
 their stock embeddings, layers, pooler and heads through the mixins below. Imports stay relative so
@@ -52,8 +53,8 @@ from .gates import (
     gumbel_noise,
     hard_concrete_sample,
     scatter_to_positions,
+    scheduled_keep_counts,
     select_kept_slots,
-    tokens_to_keep,
 )
 
 
@@ -262,12 +263,12 @@ class RetentionEncoder(nn.Module):
         protected_counts = protected.sum(dim=1)
         by_threshold = config.retention_inference_selection == "threshold"
         if not by_threshold:  # every tensor length of the pass is known from one host sync
-            scheduled = torch.stack(
-                [
-                    tokens_to_keep(real_lengths, protected_counts, layer_ratio, config.retention_min_tokens)
-                    for layer_ratio in config.retention_layer_ratios(ratio)
-                ],
-                dim=1,
+            scheduled = scheduled_keep_counts(
+                real_lengths,
+                protected_counts,
+                config.retention_layer_ratios(ratio),
+                config.retention_min_tokens,
+                config.retention_count_rounding,
             )
             scheduled_host = scheduled.tolist()
         current = real_lengths.clamp(min=1)
