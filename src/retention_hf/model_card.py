@@ -29,7 +29,7 @@ PAPER_URL = "https://arxiv.org/abs/2510.08798"
 PLACEHOLDER_NAME = "retention-model"
 # Card facts with no standard metadata field, kept under this metadata key so a re-rendered card keeps them.
 EXTRA_KEY = "retention_hf"
-_EXTRA_FIELDS = ("eval_dataset", "eval_split", "keep_ratio", "speedup", "speedup_setup")
+_EXTRA_FIELDS = ("local_datasets", "eval_dataset", "eval_split", "keep_ratio", "speedup", "speedup_setup")
 _DEFAULT_TAGS = ("retention-hf", "adaptive-retention", "token-pruning")
 
 # Trainer metrics that describe the run rather than the model's quality.
@@ -53,6 +53,8 @@ class RetentionModelCardData:
         base_model: The Hub id of the checkpoint it was fine-tuned from. A local directory is not an id
             and is left out of the metadata.
         datasets: Hub ids or names of the training data.
+        local_datasets: Local data files it was trained on (``folder/file``): named on the card as local
+            files, kept out of the Hub ``datasets`` metadata, which holds dataset ids.
         eval_dataset: The name of the evaluation data in ``model-index``; defaults to the first dataset.
         eval_split: The split the metrics were measured on (for example ``"validation"``).
         metrics: Quality metrics, ``{"accuracy": 0.83}``; written as ``model-index`` entries.
@@ -65,6 +67,7 @@ class RetentionModelCardData:
     model_name: str | None = None
     base_model: str | None = None
     datasets: list[str] = field(default_factory=list)
+    local_datasets: list[str] = field(default_factory=list)
     eval_dataset: str | None = None
     eval_split: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -115,7 +118,8 @@ def _version() -> str:
 
 def _hub_metadata(card_data: RetentionModelCardData, model_name: str | None, task: str | None) -> ModelCardData:
     eval_results = None
-    dataset = card_data.eval_dataset or (card_data.datasets[0] if card_data.datasets else None)
+    named = [*card_data.datasets, *card_data.local_datasets]
+    dataset = card_data.eval_dataset or (named[0] if named else None)
     if card_data.metrics and dataset is not None and task is not None:
         eval_results = [
             EvalResult(
@@ -128,7 +132,7 @@ def _hub_metadata(card_data: RetentionModelCardData, model_name: str | None, tas
             )
             for name, value in card_data.metrics.items()
         ]
-    extra = {name: getattr(card_data, name) for name in _EXTRA_FIELDS if getattr(card_data, name) is not None}
+    extra = {name: getattr(card_data, name) for name in _EXTRA_FIELDS if getattr(card_data, name) not in (None, [])}
     return ModelCardData(
         model_name=model_name or (PLACEHOLDER_NAME if eval_results else None),
         base_model=card_data.base_model if _is_hub_id(card_data.base_model) else None,

@@ -66,12 +66,19 @@ class ModelArguments:
         default=None, metadata={"help": "Checkpoint (BERT or RoBERTa family). Default: all-MiniLM-L6-v2 (offline)."}
     )
     retention: bool = field(default=True, metadata={"help": "Train with retention; false trains the dense baseline."})
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Start a new head when the checkpoint's has another number of labels (as in run_glue.py)."},
+    )
     retention_first_gated_layer: int | None = field(default=None, metadata={"help": "First layer with a gate."})
     retention_scorer: str | None = field(
         default=None, metadata={"help": "'context' (Eq. 3), 'bidirectional' or 'mlp' (Figure 1)."}
     )
     retention_schedule: str | None = field(default=None, metadata={"help": "'learned', 'uniform' or 'geometric'."})
     retention_gate_init_bias: float | None = field(default=None, metadata={"help": "Initial scorer bias."})
+    retention_count_rounding: str | None = field(
+        default=None, metadata={"help": "'budget' (each example meets the budget) or 'ceil' (every layer rounds up)."}
+    )
     retention_budget_gradient: str | None = field(default=None, metadata={"help": "'bias' or 'full'."})
     retention_detach_scorer_input: bool | None = field(
         default=None, metadata={"help": "Stop the scorer gradient at its input."}
@@ -85,27 +92,101 @@ class DataArguments:
     )
     train_file: str | None = field(default=None, metadata={"help": "A .tsv/.csv/.jsonl training file."})
     validation_file: str | None = field(default=None, metadata={"help": "A .tsv/.csv/.jsonl validation file."})
-    text_column: str | None = field(default=None, metadata={"help": "Text column (default: the dataset's)."})
-    label_column: str | None = field(default=None, metadata={"help": "Label column (default: the dataset's)."})
+    text_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text column. Default: the dataset's; with data files 'sentence1'/'sentence2' (a pair), "
+            "'sentence' or 'text', else the first string column that is not the label."
+        },
+    )
+    text_pair_column: str | None = field(
+        default=None, metadata={"help": "Second text column of a sentence-pair task (NLI, paraphrase)."}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "Label column. Default: the dataset's; with data files 'label' or 'labels'."}
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "The training data's name on the model card (a Hub id, for example). Default: the file."},
+    )
     max_seq_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation examples."})
 
 
 def load_split(path: str | Path):
+    """A local .tsv / .csv / .jsonl (or .json) file as a ``datasets.Dataset``.
+
+    TSV files are read verbatim, as GLUE ships them (no quote handling: its sentences hold raw quotes);
+    CSV files follow the usual quoting rules.
+    """
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"data file not found: {path} (the dataset shortcuts read a source checkout's data/ and ../shared; "
             "give --train_file and --validation_file otherwise)"
         )
-    if path.endswith((".tsv", ".csv")):
-        delimiter = "\t" if path.endswith(".tsv") else ","
-        # GLUE TSVs hold raw quotes: read them verbatim (csv.QUOTE_NONE)
-        return load_dataset("csv", data_files=path, delimiter=delimiter, quoting=csv.QUOTE_NONE, split="train")
+    if path.endswith(".tsv"):
+        return load_dataset("csv", data_files=path, delimiter="\t", quoting=csv.QUOTE_NONE, split="train")
+    if path.endswith(".csv"):
+        return load_dataset("csv", data_files=path, split="train")
     if path.endswith((".json", ".jsonl")):
         return load_dataset("json", data_files=path, split="train")
     raise ValueError(f"unsupported data file (use .tsv, .csv or .jsonl): {path}")
+
+
+LABEL_COLUMNS = ("label", "labels")
+TEXT_COLUMNS = ("sentence", "text")
+PAIR_COLUMNS = ("sentence1", "sentence2")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a data file hold the text (and the second text of a pair) and the label."""
+
+    text: str
+    label: str
+    text_pair: str | None = None
+
+
+def resolve_columns(
+    dataset, path: str | Path, text: str | None = None, text_pair: str | None = None, label: str | None = None
+) -> Columns:
+    """The text, pair and label columns of a data file, as ``run_glue.py`` users expect.
+
+    Columns named on the command line must exist. Otherwise the label is ``label`` or ``labels``; the text
+    is the pair ``sentence1``/``sentence2``, else ``sentence`` or ``text``, else the first string column that
+    is not the label. Every failure names the file, the columns it has and the flag to pass.
+    """
+    columns = list(dataset.column_names)
+    where = f"{path} has columns {columns}"
+    for flag, name in (("--text_column", text), ("--text_pair_column", text_pair), ("--label_column", label)):
+        if name is not None and name not in columns:
+            raise ValueError(f"{flag} {name!r} is not a column: {where}")
+    if label is None:
+        label = next((name for name in LABEL_COLUMNS if name in columns), None)
+        if label is None:
+            raise ValueError(f"no label column ('label' or 'labels'): {where}; pass --label_column")
+    if text is None:
+        if all(name in columns for name in PAIR_COLUMNS) and text_pair is None:
+            text, text_pair = PAIR_COLUMNS
+        else:
+            strings = [
+                name
+                for name, feature in dataset.features.items()
+                if getattr(feature, "dtype", None) in ("string", "large_string") and name not in (label, text_pair)
+            ]
+            text = next((name for name in TEXT_COLUMNS if name in columns), strings[0] if strings else None)
+            if text is None:
+                raise ValueError(f"no text column (a string column other than the label): {where}; pass --text_column")
+    return Columns(text=text, label=label, text_pair=text_pair)
+
+
+def encode_texts(tokenizer, batch: dict, columns: Columns, max_length: int):
+    """Tokenize a batch's text, or its text pair (``[CLS] a [SEP] b [SEP]``), truncated to ``max_length``."""
+    texts = [str(text).strip() for text in batch[columns.text]]
+    pairs = None if columns.text_pair is None else [str(text).strip() for text in batch[columns.text_pair]]
+    return tokenizer(texts, pairs, truncation=True, max_length=max_length)
 
 
 RETENTION_OVERRIDES = (
@@ -113,6 +194,7 @@ RETENTION_OVERRIDES = (
     "retention_scorer",
     "retention_schedule",
     "retention_gate_init_bias",
+    "retention_count_rounding",
     "retention_detach_scorer_input",
     "retention_budget_gradient",
 )
@@ -139,7 +221,12 @@ def load_retention_model(model_args: ModelArguments, task_classes: dict[str, typ
     the command line's retention settings, and card data naming the base model."""
     path = model_args.model_name_or_path or default_model_path()
     model_class = model_class_for(path, task_classes)
-    model = model_class.from_pretrained(path, **retention_overrides(model_args), **config_overrides)
+    model = model_class.from_pretrained(
+        path,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        **retention_overrides(model_args),
+        **config_overrides,
+    )
     base_model = DEFAULT_MODEL_ID if model_args.model_name_or_path is None else path
     model.model_card_data = RetentionModelCardData(base_model=base_model)
     return model
@@ -182,10 +269,12 @@ def write_results(
     dataset: str | None = None,
     quality: tuple[str, ...] = ("accuracy",),
     split: str = "validation",
+    local_dataset: str | None = None,
 ) -> None:
     """Write ``<output_dir>/eval_results.json``, log it, and re-render the model card with the measured
-    ``quality`` metrics and speed-up (main process only). ``dataset`` and ``split`` name the eval data
-    on the card."""
+    ``quality`` metrics and speed-up (main process only). ``dataset`` (a Hub id or name) or
+    ``local_dataset`` (a local file) and ``split`` name the eval data on the card; the card names the
+    model ``hub_model_id``, else the output directory's name."""
     if trainer.is_world_process_zero():
         Path(trainer.args.output_dir).mkdir(parents=True, exist_ok=True)
         Path(trainer.args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
@@ -197,28 +286,44 @@ def write_results(
             f"{trainer.args.device.type}, {threads} thread{'s' if threads > 1 else ''}, eval batch "
             f"{trainer.args.per_device_eval_batch_size}, one run"
         )
-        if dataset is not None and dataset not in card_data.datasets:
-            card_data.datasets.append(dataset)
+        for name, names in ((dataset, card_data.datasets), (local_dataset, card_data.local_datasets)):
+            if name is not None and name not in names:
+                names.append(name)
         if os.path.isfile(os.path.join(trainer.args.output_dir, "config.json")):  # a saved model to describe
-            trainer.create_model_card()
+            trainer.create_model_card(model_name=Path(trainer.args.output_dir).resolve().name)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_arguments(DataArguments, argv)
 
-    train_file, validation_file, text_column, label_column = DATASETS.get(data_args.dataset, (None, None, None, None))
-    if data_args.dataset not in DATASETS and not (data_args.train_file and data_args.validation_file):
+    if data_args.train_file or data_args.validation_file:
+        if not (data_args.train_file and data_args.validation_file):
+            raise ValueError("give both --train_file and --validation_file (or neither, for a --dataset shortcut)")
+        train_file, validation_file = data_args.train_file, data_args.validation_file
+        text_column = label_column = None
+    elif data_args.dataset in DATASETS:
+        train_file, validation_file, text_column, label_column = DATASETS[data_args.dataset]
+    else:
         raise ValueError(f"unknown dataset {data_args.dataset!r}: use one of {sorted(DATASETS)} or give both files")
-    train_file = data_args.train_file or train_file
-    validation_file = data_args.validation_file or validation_file
-    text_column = data_args.text_column or text_column or "text"
-    label_column = data_args.label_column or label_column or "label"
     train, validation = load_split(train_file), load_split(validation_file)
+    columns = resolve_columns(
+        train,
+        train_file,
+        text=data_args.text_column or text_column,
+        text_pair=data_args.text_pair_column,
+        label=data_args.label_column or label_column,
+    )
+    resolve_columns(validation, validation_file, columns.text, columns.text_pair, columns.label)  # present there too
     if data_args.max_train_samples is not None:
         train = train.select(range(min(data_args.max_train_samples, len(train))))
     if data_args.max_eval_samples is not None:
         validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
-    labels = sorted(set(train[label_column]))
+    labels = sorted(set(train[columns.label]))
+    unseen = sorted(set(validation[columns.label]) - set(labels), key=str)
+    if unseen:
+        raise ValueError(
+            f"{validation_file} has labels the training data lacks: {unseen[:10]} (training labels: {labels})"
+        )
     id2label = {index: str(label) for index, label in enumerate(labels)}
     label_index = {label: index for index, label in enumerate(labels)}
 
@@ -232,14 +337,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     tokenizer = AutoTokenizer.from_pretrained(model.config.name_or_path)
 
     def tokenize(batch):
-        encoded = tokenizer(
-            [str(text).strip() for text in batch[text_column]], truncation=True, max_length=data_args.max_seq_length
-        )
-        encoded["labels"] = [label_index[label] for label in batch[label_column]]
+        encoded = encode_texts(tokenizer, batch, columns, data_args.max_seq_length)
+        encoded["labels"] = [label_index[label] for label in batch[columns.label]]
         return encoded
 
-    columns = train.column_names
-    train = train.map(tokenize, batched=True, remove_columns=columns, desc="Tokenizing train")
+    train = train.map(tokenize, batched=True, remove_columns=train.column_names, desc="Tokenizing train")
     validation = validation.map(tokenize, batched=True, remove_columns=validation.column_names, desc="Tokenizing eval")
 
     accuracy = load_metric("accuracy")
@@ -276,6 +378,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             }
         )
         results["learned_schedule"] = model.config.retention_learned_schedule
-    dataset_name = Path(train_file).stem if data_args.train_file else HUB_DATASETS.get(data_args.dataset)
-    write_results(trainer, results, dataset_name)
+    if data_args.dataset_name or not data_args.train_file:
+        write_results(trainer, results, data_args.dataset_name or HUB_DATASETS.get(data_args.dataset))
+    else:  # a local file, named with its folder
+        write_results(trainer, results, local_dataset=f"{Path(train_file).parent.name}/{Path(train_file).name}")
     return results
