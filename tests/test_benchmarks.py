@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +123,25 @@ def test_jsonl_reviews_with_unicode_line_separators_load_whole(tmp_path, monkeyp
     monkeypatch.setitem(DATASETS, "imdb", path)
     examples = load_examples("imdb")
     assert examples.texts == [row["text"] for row in rows] and examples.labels == [1, 0]
+
+
+def test_benchmark_modules_import_without_a_cycle():
+    """The package reads top-down: no module imports (directly or not) one that imports it back."""
+    package = Path(report.__file__).parent
+    edges = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        edges[path.stem] = {
+            (node.module or "").split(".")[0] or alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1
+            for alias in node.names
+        }
+    assert edges["memory"] >= {"models"} and "run" not in edges["memory"]
+
+    def reaches(start, goal, seen=()):
+        return any(
+            name == goal or (name not in seen and reaches(name, goal, (*seen, name))) for name in edges.get(start, ())
+        )
+
+    assert [name for name in edges if reaches(name, name)] == []

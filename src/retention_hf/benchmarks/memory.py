@@ -19,6 +19,11 @@ import sys
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
+
+from .data import load_examples, make_batches, model_inputs
+from .models import load_retention_model, set_configuration
+from .speed import stock_twin
 
 
 def _status_kb(field: str) -> int:
@@ -29,12 +34,6 @@ def _status_kb(field: str) -> int:
 
 
 def measure_in_this_process(checkpoint: str, dataset: str, configuration: str, batch_size: int, max_length: int, limit):
-    from transformers import AutoTokenizer
-
-    from .data import load_examples, make_batches, model_inputs
-    from .run import load_retention_model, set_configuration
-    from .speed import stock_twin
-
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     batches = make_batches(tokenizer, load_examples(dataset, limit), batch_size, max_length)
     model = load_retention_model(checkpoint)

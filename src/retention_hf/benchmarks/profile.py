@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 from transformers.utils import logging
 
 from .data import load_examples, make_batches, model_inputs
-from .run import load_retention_model, set_configuration
+from .models import load_retention_model, set_configuration
 
 
 def profile_configuration(model, batches, configuration: str, rows: int) -> float:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 from transformers.utils import logging
 
 import retention_hf
@@ -37,26 +37,11 @@ from . import report
 from .accuracy import accuracy, copy_schedule
 from .data import load_examples, make_batches, model_inputs
 from .memory import measure as measure_memory
+from .models import load_retention_model
 from .speed import IdealLimit, paired_overhead, stock_twin, time_configurations
 
 
 BASELINES = ("random", "truncation", "attention")
-
-
-def load_retention_model(path: str, **overrides) -> torch.nn.Module:
-    model = AutoModelForSequenceClassification.from_pretrained(path, **overrides).eval()
-    if not isinstance(model.config, retention_hf.RetentionConfig):
-        raise TypeError(f"{path} is not a retention checkpoint ({type(model).__name__})")
-    return model
-
-
-def set_configuration(model: torch.nn.Module, configuration: str) -> None:
-    """``dense`` (retention off) or ``rho=<ratio>`` (retention at that budget)."""
-    if configuration == "dense":
-        model.config.retention_enabled = False
-        return
-    model.config.retention_enabled = True
-    model.config.retention_ratio = float(configuration.split("=", 1)[1])
 
 
 def parse_learned(values: list[str]) -> dict[float, str]:

@@ -1,0 +1,29 @@
+"""Loading a checkpoint for the benchmarks and switching it between the configurations they compare.
+
+Shared by the harness (``run.py``), the memory probe (``memory.py``) and the profiler (``profile.py``), so
+that none of them imports another.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+import retention_hf
+
+
+def load_retention_model(path: str, **overrides) -> torch.nn.Module:
+    """A retention sequence classifier in eval mode; a checkpoint of another kind is a ``TypeError``."""
+    model = AutoModelForSequenceClassification.from_pretrained(path, **overrides).eval()
+    if not isinstance(model.config, retention_hf.RetentionConfig):
+        raise TypeError(f"{path} is not a retention checkpoint ({type(model).__name__})")
+    return model
+
+
+def set_configuration(model: torch.nn.Module, configuration: str) -> None:
+    """``dense`` (retention off) or ``rho=<ratio>`` (retention at that budget)."""
+    if configuration == "dense":
+        model.config.retention_enabled = False
+        return
+    model.config.retention_enabled = True
+    model.config.retention_ratio = float(configuration.split("=", 1)[1])
