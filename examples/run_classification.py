@@ -2,7 +2,7 @@
 """Fine-tune and evaluate a dense or retention encoder for text classification (SST-2, IMDb or your files).
 
 The recipe lives in ``retention_hf.recipes.classification`` so that ``retention-hf train`` runs the same
-code; this script is its command line, and other examples import its helpers from here.
+code; this script is its command line.
 
 Examples::
 
@@ -19,28 +19,8 @@ Examples::
 
 import sys
 
-from retention_hf.recipes.classification import (
-    ModelArguments,
-    default_model_path,
-    load_retention_model,
-    main,
-    parse_arguments,
-    selected_phases,
-    train_and_save,
-    write_results,
-)
+from retention_hf.recipes.classification import main
 
-
-__all__ = [
-    "ModelArguments",
-    "default_model_path",
-    "load_retention_model",
-    "main",
-    "parse_arguments",
-    "selected_phases",
-    "train_and_save",
-    "write_results",
-]
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -1,141 +1,14 @@
 #!/usr/bin/env python
-"""Fine-tune and evaluate a dense or retention encoder for extractive QA on SQuAD v1.1 (split by article).
+"""Fine-tune and evaluate a dense or retention encoder for extractive question answering (SQuAD v1.1).
 
-In the style of transformers' ``run_qa.py``: questions and contexts are encoded into overlapping windows
-(``--max_seq_length``, ``--doc_stride``) with offset mappings, the model predicts start and end logits
-for every token (retention models restore the dropped tokens before the output layer), and the best
-span over all windows of a question is scored with the bundled offline ``squad`` metric (EM / F1).
-
-The data is SQuAD's dev set split by article (``examples/squad_data.py``): ``--dataset squad`` reads it
-from ``../shared/data``, ``--dataset squad-tiny`` reads the small subset shipped in ``data/squad``.
-
-``--protect_question`` protects the question and its [SEP] (``retention_protect_first_segment``): only
-context tokens then compete for the budget, while the question still counts towards it.
-
-After training it reports EM / F1, the realised keep ratio and the eval throughput, with the same
-weights with retention off as the reference, in ``<output_dir>/eval_results.json``.
-
-Examples::
-
-    # dense all-MiniLM-L6-v2, then retention at rho = 0.5 from it
-    python examples/run_qa.py --retention false --output_dir runs/qa-dense
-    python examples/run_qa.py --model_name_or_path runs/qa-dense --retention_ratio 0.5 --output_dir runs/qa-r50 \\
-        --learning_rate 2e-5 --protect_question
+The recipe lives in ``retention_hf.recipes.question_answering``, so that an installed package runs it too
+(``retention-hf train --task question-answering``); this script is its command line. ``--help`` lists
+the arguments, and the recipe's docstring has example commands.
 """
 
-from __future__ import annotations
-
 import sys
-import time
-from dataclasses import dataclass, field
 
-from datasets import Dataset
-from transformers import AutoTokenizer, DataCollatorWithPadding
-
-from retention_hf import (
-    RetentionBertForQuestionAnswering,
-    RetentionRobertaForQuestionAnswering,
-    RetentionTrainer,
-)
-from retention_hf.metrics import load_metric
-from retention_hf.question_answering import postprocess_predictions, prepare_eval_features, prepare_train_features
-from run_classification import (
-    ModelArguments,
-    default_model_path,
-    load_retention_model,
-    parse_arguments,
-    selected_phases,
-    train_and_save,
-    write_results,
-)
-from squad_data import SOURCES, squad_datasets
-
-
-@dataclass
-class QADataArguments:
-    dataset: str = field(default="squad", metadata={"help": f"One of {SOURCES} (see examples/squad_data.py)."})
-    max_seq_length: int = field(default=384, metadata={"help": "Tokens per window (question + context)."})
-    doc_stride: int = field(default=128, metadata={"help": "Context tokens shared by consecutive windows."})
-    max_answer_length: int = field(default=30, metadata={"help": "Longest answer span, in tokens."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train questions."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval questions."})
-    protect_question: bool = field(
-        default=False, metadata={"help": "Never drop the question tokens: only the context competes for the budget."}
-    )
-
-
-def build_model(model_args: ModelArguments, data_args: QADataArguments, tokenizer):
-    protection = {}
-    if data_args.protect_question:
-        protection = {
-            "retention_protect_first_segment": True,
-            "retention_protected_token_ids": [tokenizer.sep_token_id],
-        }
-    return load_retention_model(
-        model_args,
-        {"bert": RetentionBertForQuestionAnswering, "roberta": RetentionRobertaForQuestionAnswering},
-        **protection,
-    )
-
-
-def evaluate_spans(trainer, examples: Dataset, features: Dataset, data_args: QADataArguments) -> dict[str, float]:
-    """EM / F1, keep ratio and questions per second of one prediction pass over the eval windows."""
-    start = time.perf_counter()
-    output = trainer.predict(features.remove_columns(["example_id", "offset_mapping"]), metric_key_prefix="eval")
-    seconds = time.perf_counter() - start
-    start_logits, end_logits = output.predictions[:2]
-    predictions = postprocess_predictions(
-        examples.to_dict(), features.to_dict(), start_logits, end_logits, data_args.max_answer_length
-    )
-    scores = load_metric("squad").compute(
-        predictions=[{"id": key, "prediction_text": value["answer"]} for key, value in predictions.items()],
-        references=[{"id": row["id"], "answers": row["answers"]} for row in examples],
-    )
-    return {
-        "eval_exact_match": scores["exact_match"],
-        "eval_f1": scores["f1"],
-        "eval_keep_ratio": output.metrics.get("eval_keep_ratio", 1.0),
-        "eval_questions_per_second": len(examples) / seconds,
-    }
-
-
-def main(argv: list[str] | None = None) -> dict[str, object]:
-    model_args, data_args, training_args = parse_arguments(QADataArguments, argv)
-    train, examples = squad_datasets(data_args.dataset, data_args.max_train_samples, data_args.max_eval_samples)
-
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path or default_model_path())
-    model = build_model(model_args, data_args, tokenizer)
-    window = {"tokenizer": tokenizer, "max_length": data_args.max_seq_length, "doc_stride": data_args.doc_stride}
-    train_features = train.map(
-        prepare_train_features, fn_kwargs=window, batched=True, remove_columns=train.column_names, desc="Windows"
-    )
-    eval_features = examples.map(
-        prepare_eval_features, fn_kwargs=window, batched=True, remove_columns=examples.column_names, desc="Windows"
-    )
-
-    trainer = RetentionTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_features,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-    )
-    results: dict[str, object] = {"eval_questions": len(examples), "eval_windows": len(eval_features)}
-    do_train, do_eval = selected_phases(training_args)
-    if do_train:
-        results.update(train_and_save(trainer))
-    if do_eval:
-        results.update(evaluate_spans(trainer, examples, eval_features, data_args))
-        if model.config.retention_enabled:  # the same weights with retention off: quality and speed reference
-            model.config.retention_enabled = False
-            dense = evaluate_spans(trainer, examples, eval_features, data_args)
-            model.config.retention_enabled = True
-            results.update({f"{key}_retention_off": value for key, value in dense.items() if key != "eval_keep_ratio"})
-            results["eval_speedup"] = results["eval_questions_per_second"] / dense["eval_questions_per_second"]
-    if model.config.retention_enabled:
-        results["learned_schedule"] = model.config.retention_learned_schedule
-    write_results(trainer, results, "rajpurkar/squad", quality=("exact_match", "f1"))
-    return results
+from retention_hf.recipes.question_answering import main
 
 
 if __name__ == "__main__":

@@ -101,6 +101,29 @@ def test_train_help_shows_the_recipe_arguments(capsys):
     assert exit.value.code == 0
     out = capsys.readouterr().out
     assert "--retention_ratio" in out and "--dual_step_size" in out and "--dataset" in out
+    assert "--text_pair_column" in out and "--doc_stride" not in out
+
+
+@pytest.mark.parametrize(
+    ("task", "own", "other"),
+    [
+        ("question-answering", "--doc_stride", "--text_pair_column"),
+        ("token-classification", "--show_examples", "--doc_stride"),
+        ("summarization", "--max_test_samples", "--text_pair_column"),
+    ],
+)
+def test_each_task_help_lists_its_own_arguments(task, own, other, capsys):
+    for argv in (["train", "--task", task, "--help"], ["train", f"--task={task}", "--help"]):
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        assert exit.value.code == 0
+        out = capsys.readouterr().out
+        assert own in out and "--retention_ratio" in out and other not in out
+
+
+def test_unknown_task_is_named(capsys):
+    message = error_of(capsys, ["train", "--task", "ner", "--output_dir=/tmp/unused"])
+    assert message.startswith("retention-hf train: error: unknown --task 'ner': use one of ['classification', ")
 
 
 def test_convert_vanilla_checkpoint(vanilla, tmp_path, capsys):

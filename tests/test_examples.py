@@ -28,7 +28,7 @@ def test_main_job_smoke(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     assert "| dense MiniLM-L6 |" in result.stdout and "| retention rho=0.5 |" in result.stdout
     summary = json.loads((output / "summary.json").read_text())
-    assert 0.5 <= summary["retention"]["eval_keep_ratio"] < 0.6  # measured on the 872 dev sentences
+    assert abs(summary["retention"]["eval_keep_ratio"] - 0.5) < 0.03  # measured on the 872 dev sentences
     assert summary["retention"]["eval_speedup"] > 0
     model = AutoModelForSequenceClassification.from_pretrained(output / "retention").eval()
     assert type(model).__name__ == "RetentionBertForSequenceClassification"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from fractions import Fraction
 from itertools import accumulate
 from math import ceil, floor
@@ -102,6 +103,22 @@ def test_vanilla_checkpoint_loads_and_matches_stock(family, task, tmp_path):
         if task == "base":
             torch.testing.assert_close(outputs.pooler_output, stock(**inputs).pooler_output, atol=1e-5, rtol=0)
         assert outputs.kept_counts.tolist() == [[9] * 4, [6] * 4, [3] * 4]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_budget_one_is_the_stock_encoder_in_training_too(family, task, tmp_path):
+    stock, path = stock_checkpoint(family, task, tmp_path)
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    model = family.classes[task][0].from_pretrained(path, retention_ratio=1.0, **no_dropout).train()
+    inputs = family.inputs([9, 6, 3], seq_len=12)
+    outputs = model(**inputs)
+    with torch.no_grad():
+        torch.testing.assert_close(primary_output(outputs), primary_output(stock(**inputs)), atol=1e-5, rtol=0)
+    primary_output(outputs).sum().backward()
+    assert all(parameter.grad is None for parameter in model.base_model.encoder.gates.parameters())
+    assert outputs.kept_counts.tolist() == [[9] * 4, [6] * 4, [3] * 4]
+    model.config.retention_ratio = 0.5  # a budget below 1 samples the gates again
+    assert model(**inputs).expected_keep_ratio is not None
 
 
 # ---------------------------------------------------------------------------------------------- eval: compact
@@ -584,3 +601,9 @@ def test_threshold_selection_keeps_tokens_above_the_threshold(family):
             survivors = {p for p, ok in zip(previous[row].tolist(), (passing & real)[row].tolist(), strict=True) if ok}
             assert set(kept[row].tolist()) - {-1} == survivors
     assert outputs.kept_counts[:, -1].tolist() != [20, 11], "the threshold drops tokens"
+
+
+def test_forwards_take_transformers_kwargs_like_stock_bert(family):
+    for model_class, *_ in family.classes.values():
+        kwargs = inspect.signature(model_class.forward).parameters["kwargs"]
+        assert kwargs.annotation == "Unpack[TransformersKwargs]", model_class.__name__

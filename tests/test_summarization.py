@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -221,12 +220,9 @@ def tiny_summarizer(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_summarization():
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import run_summarization
-    finally:
-        sys.path.remove(str(REPO / "examples"))
-    return run_summarization
+    from retention_hf.recipes import summarization
+
+    return summarization
 
 
 def example_arguments(model_path, output_dir) -> list[str]:

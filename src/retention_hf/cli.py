@@ -1,7 +1,8 @@
 """``retention-hf``: the command line. Every subcommand is a thin wrapper over the library.
 
-    retention-hf train ...        fine-tune a text classifier (the arguments of examples/run_classification.py)
-    retention-hf evaluate ...     evaluate a checkpoint with the same recipe, without training
+    retention-hf train ...        fine-tune for a task: --task classification (default), question-answering,
+                                  token-classification or summarization (retention_hf.recipes.<task>)
+    retention-hf evaluate ...     evaluate a checkpoint with its task's recipe, without training
     retention-hf benchmark ...    speed / memory / accuracy harness (retention_hf.benchmarks.run)
     retention-hf convert SRC DST  a vanilla BERT/RoBERTa checkpoint as a retention checkpoint with a budget
     retention-hf card CKPT        (re)write a checkpoint's model card
@@ -110,12 +111,43 @@ def _load(path: str, budget: float | None = None):
 
 
 # ------------------------------------------------------------------------------------------- commands
-def _recipe(argv: list[str], evaluate_only: bool) -> None:
-    from .recipes.classification import main as run_classification
+# --task -> the recipe module under retention_hf.recipes
+TASKS = {
+    "classification": "classification",
+    "question-answering": "question_answering",
+    "token-classification": "token_classification",
+    "summarization": "summarization",
+}
 
+
+def _pop_task(argv: list[str]) -> tuple[str, list[str]]:
+    """The ``--task`` value (default ``classification``) and the other arguments, for the recipe."""
+    task, rest, index = "classification", [], 0
+    while index < len(argv):
+        argument = argv[index]
+        if argument == "--task":
+            if index + 1 == len(argv):
+                raise CommandError(f"--task needs a value: one of {sorted(TASKS)}")
+            task, index = argv[index + 1], index + 2
+            continue
+        if argument.startswith("--task="):
+            task = argument.split("=", 1)[1]
+        else:
+            rest.append(argument)
+        index += 1
+    if task not in TASKS:
+        raise CommandError(f"unknown --task {task!r}: use one of {sorted(TASKS)}")
+    return task, rest
+
+
+def _recipe(argv: list[str], evaluate_only: bool) -> None:
+    import importlib
+
+    task, argv = _pop_task(argv)
+    recipe = importlib.import_module(f".recipes.{TASKS[task]}", __package__)
     if evaluate_only:
         argv = [*argv, "--do_train", "false", "--do_eval", "true"]
-    print(json.dumps(run_classification(argv), indent=2))
+    print(json.dumps(recipe.main(argv), indent=2, default=str))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -240,16 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     recipe_help = (
-        "All arguments go to the classification recipe (examples/run_classification.py): ModelArguments, "
-        "DataArguments and RetentionTrainingArguments; `retention-hf {name} --help` lists them."
+        "--task picks the recipe: classification (the default; your own files with --train_file / "
+        "--validation_file), question-answering, token-classification or summarization. Every other argument "
+        "goes to that recipe (retention_hf.recipes.<task>): ModelArguments, its data arguments and "
+        "RetentionTrainingArguments; `retention-hf {name} --task <task> --help` lists them."
     )
     for name, handler, help in (
-        ("train", cmd_train, "Fine-tune a dense or retention text classifier and evaluate it."),
+        ("train", cmd_train, "Fine-tune a dense or retention model for a task and evaluate it."),
         (
             "evaluate",
             cmd_evaluate,
-            "Evaluate a checkpoint (--model_name_or_path) with the recipe, no training; add --retention false "
-            "for a dense checkpoint.",
+            "Evaluate a checkpoint (--model_name_or_path) with its task's recipe, no training; add --retention "
+            "false for a dense checkpoint.",
         ),
     ):
         add(name, handler, help, add_help=False, epilog=recipe_help.format(name=name)).set_defaults(passthrough=True)
@@ -288,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login).")
 
     command = add("summarize", cmd_summarize, "Pick the k sentences of a document a sentence-scoring model ranks best.")
-    command.add_argument("checkpoint", help="A retention sentence-scoring checkpoint (examples/run_summarization.py).")
+    command.add_argument(
+        "checkpoint", help="A retention sentence-scoring checkpoint (retention-hf train --task summarization)."
+    )
     command.add_argument("document", help="A text file with one sentence per line.")
     command.add_argument("--k", type=int, default=3, help="How many sentences to return (default 3).")
     command.add_argument("--budget", type=_budget, help="Run at this budget instead of the checkpoint's.")

