@@ -24,7 +24,7 @@ case "$DATASET" in
   sst2)
     COMMON+=(--dataset sst2-full --per_device_train_batch_size 32 --per_device_eval_batch_size 64)
     DENSE=(--learning_rate 5e-5)
-    RETENTION=(--learning_rate 2e-5)
+    RETENTION=(--learning_rate 2e-5 --retention_count_rounding budget)
     BUDGETS=(0.5 0.3)
     HARNESS=(--max_length 128 --batch_size 32 --repeats 5)
     ;;
@@ -46,7 +46,7 @@ PYTHON
              --label_column label --max_seq_length 512 --per_device_train_batch_size 16 --per_device_eval_batch_size 32
              --save_steps 25)
     DENSE=(--learning_rate 5e-5)
-    RETENTION=(--learning_rate 2e-5 --dual_step_size 5)
+    RETENTION=(--learning_rate 2e-5 --dual_step_size 5 --retention_count_rounding budget)
     BUDGETS=(0.5 0.3)
     HARNESS=(--max_length 512 --batch_size 16 --repeats 3 --timing_examples 320)
     ;;
