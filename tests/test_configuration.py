@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 
 import pytest
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
+from transformers import AutoConfig
 from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging
 
@@ -183,3 +185,18 @@ def test_plain_checkpoint_config_converts(family, tmp_path):
     assert "to instantiate a model of type" in captured.out
     with pytest.raises(ConfigError, match="got 1.5"):
         family.config_class.from_pretrained(tmp_path, retention_ratio=1.5)
+
+
+def test_checkpoints_saved_before_budget_rounding_keep_ceil(family, tmp_path):
+    family.config().save_pretrained(tmp_path / "new")
+    assert family.config_class.from_pretrained(tmp_path / "new").retention_count_rounding == "budget"
+    old = json.loads((tmp_path / "new" / "config.json").read_text())
+    del old["retention_count_rounding"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(old))
+    assert family.config_class.from_pretrained(tmp_path / "old").retention_count_rounding == "ceil"
+    assert AutoConfig.from_pretrained(tmp_path / "old").retention_count_rounding == "ceil"
+    overridden = family.config_class.from_pretrained(tmp_path / "old", retention_count_rounding="budget")
+    assert overridden.retention_count_rounding == "budget"
+    family.stock_config().save_pretrained(tmp_path / "vanilla")  # new to retention: today's rule
+    assert family.config_class.from_pretrained(tmp_path / "vanilla").retention_count_rounding == "budget"

@@ -272,7 +272,20 @@ class RetentionConfig:
         if config_dict.get("model_type") == cls.base_model_type:
             logger.info(f"Converting a `{cls.base_model_type}` config into a `{cls.model_type}` config.")  # type: ignore[attr-defined]
             config_dict = {**config_dict, "model_type": cls.model_type}  # type: ignore[attr-defined]
+            config_dict.setdefault("retention_count_rounding", "budget")  # new to retention: today's rule
         return config_dict, kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        """As ``PreTrainedConfig.from_dict``; a retention checkpoint saved before ``retention_count_rounding``
+        existed keeps the rule it was trained and measured with (``"ceil"``). A vanilla BERT/RoBERTa config
+        gets the current default."""
+        saved_before_rounding = str(config_dict.get("model_type", "")).startswith("retention-") and (
+            "retention_count_rounding" not in config_dict
+        )
+        if saved_before_rounding and "retention_count_rounding" not in kwargs:
+            config_dict = {**config_dict, "retention_count_rounding": "ceil"}
+        return super().from_dict(config_dict, **kwargs)  # type: ignore[misc]
 
     # ------------------------------------------------------------------ validation
     def validate_retention(self) -> None:
