@@ -73,3 +73,6 @@ done
 LEARNED=("0.7=$RUNS/rho0.5" "${LEARNED[@]}")
 "$PY" -m retention_hf.benchmarks.run --dataset "$DATASET" --dense "$RUNS/dense" --learned "${LEARNED[@]}" "${HARNESS[@]}" \
   --output "results/$DATASET"
+# The configs of the measured checkpoints, for the reference model cards (model_cards/render.py)
+mkdir -p "results/$DATASET/configs"
+for rho in "${BUDGETS[@]}"; do cp "$RUNS/rho$rho/config.json" "results/$DATASET/configs/rho$rho.json"; done
