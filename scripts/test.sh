@@ -10,6 +10,6 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
   { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
     || echo "note: could not install chromium; its test will skip" >&2
 fi
-"$VENV/bin/python" -m ruff check src tests examples
-"$VENV/bin/python" -m ruff format --check src tests examples
+"$VENV/bin/python" -m ruff check src tests examples model_cards
+"$VENV/bin/python" -m ruff format --check src tests examples model_cards
 "$VENV/bin/python" -m pytest "$@"

@@ -158,10 +158,22 @@ def render_model_card(
     ``model_name`` (for example the repo id being pushed to) is used when the card data names no model;
     ``tags`` are added to the card's tags.
     """
-    card_data = copy.deepcopy(card_data or getattr(model, "model_card_data", None) or RetentionModelCardData())
+    card_data = card_data or getattr(model, "model_card_data", None)
+    return render_model_card_for_config(model.config, type(model).__name__, card_data, model_name, tags)
+
+
+def render_model_card_for_config(
+    config,
+    architecture: str,
+    card_data: RetentionModelCardData | None = None,
+    model_name: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+) -> ModelCard:
+    """The card of a model of class ``architecture`` (``"RetentionBertForSequenceClassification"``) with this
+    config, without its weights: what re-renders the reference cards in ``model_cards/`` from ``results/``."""
+    card_data = copy.deepcopy(card_data or RetentionModelCardData())
     card_data.tags = sorted({*card_data.tags, *tags})
-    config = model.config
-    auto_class, task = _head(type(model).__name__)
+    auto_class, task = _head(architecture)
     model_name = card_data.model_name or model_name
     learned = config.retention_learned_schedule
     layers = [
@@ -172,10 +184,10 @@ def render_model_card(
         _hub_metadata(card_data, model_name, task),
         template_path=str(TEMPLATE_PATH),
         card=card_data,
-        title=model_name or type(model).__name__,
+        title=model_name or architecture,
         load_name=model_name or "path/to/this/model",
         base_model=card_data.base_model if _is_hub_id(card_data.base_model) else None,
-        architecture=type(model).__name__,
+        architecture=architecture,
         auto_class=auto_class,
         remote_auto_class=auto_class or "AutoModel",
         remote_code=bool(getattr(config, "auto_map", None)),

