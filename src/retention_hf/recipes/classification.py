@@ -183,15 +183,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise ValueError(
             f"{validation_file} has labels the training data lacks: {unseen[:10]} (training labels: {labels})"
         )
-    id2label = {index: str(label) for index, label in enumerate(labels)}
     label_index = {label: index for index, label in enumerate(labels)}
 
     model = load_retention_model(
         model_args,
         {"bert": RetentionBertForSequenceClassification, "roberta": RetentionRobertaForSequenceClassification},
-        num_labels=len(labels),
-        id2label=id2label,
-        label2id={label: index for index, label in id2label.items()},
+        labels=[str(label) for label in labels],
     )
     tokenizer = AutoTokenizer.from_pretrained(model.config.name_or_path)
 

@@ -90,9 +90,18 @@ def retention_overrides(model_args: ModelArguments) -> dict[str, object]:
     return {"retention_enabled": model_args.retention, **overrides}
 
 
-def load_retention_model(model_args: ModelArguments, task_classes: dict[str, type], **config_overrides):
+def load_retention_model(
+    model_args: ModelArguments, task_classes: dict[str, type], labels: list[str] | None = None, **config_overrides
+):
     """The checkpoint (default: all-MiniLM-L6-v2) in the retention class of its family for the task, with
-    the command line's retention settings, and card data naming the base model."""
+    the command line's retention settings, and card data naming the base model. ``labels`` (class names, in
+    index order) set ``num_labels``, ``id2label`` and ``label2id``."""
+    if labels is not None:
+        config_overrides.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: index for index, label in enumerate(labels)},
+        )
     path = model_args.model_name_or_path or default_model_path()
     model_class = model_class_for(path, task_classes)
     model = model_class.from_pretrained(

@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     model = load_retention_model(
         model_args,
         {"bert": RetentionBertForTokenClassification, "roberta": RetentionRobertaForTokenClassification},
-        num_labels=len(LABELS),
-        id2label=LABELS,
-        label2id={label: index for index, label in LABELS.items()},
+        labels=list(LABELS.values()),
     )
     tokenizer = AutoTokenizer.from_pretrained(model.config.name_or_path)
     tagging = {"tokenizer": tokenizer, "max_length": data_args.max_seq_length}
