@@ -236,8 +236,10 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path) -> 
             mean, spread = statistics.fmean(values), statistics.stdev(values)
             lines.append(f"| {row} | {budget} | {len(values)} | {mean:.4f} ± {spread:.4f} | {mean / dense:.1%} |")
     command = (
-        "cd examples && python ablation_budget.py && python ablation_budget.py --rows hybrid-geometric baseline-st "
-        "--seeds 1 2"
+        "cd examples && python ablation_budget.py --rows baseline l0-full topk-uniform topk-geometric "
+        "topk-geometric-gumbel baseline-st hybrid-geometric hybrid-geometric-l0 topk-geometric-bidir topk-geometric-kd "
+        "&& python ablation_budget.py --rows hybrid-geometric baseline-st --seeds 1 2 "
+        "&& python ablation_budget.py --rows hybrid-warmup-budget"
     )
     lines += ["", f"Command: `{command}`"]
     (results_dir / "results.md").write_text("\n".join(lines) + "\n")
