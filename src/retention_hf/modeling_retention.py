@@ -177,9 +177,9 @@ class RetentionEncoder(nn.Module):
         if retention_ratio is not None:
             _check_ratio(retention_ratio)
         budget = config.retention_ratio if retention_ratio is None else retention_ratio
-        # Budget 1 is the stock encoder, in training too; threshold selection at inference ignores the budget
-        full_budget = budget >= 1.0 and (self.training or config.retention_inference_selection == "topk")
-        if not config.retention_enabled or full_budget:
+        # Budget 1 is the stock encoder in training too (no gate is sampled); at inference the top-k at budget 1
+        # keeps every token anyway and reports the kept positions, and threshold selection ignores the budget
+        if not config.retention_enabled or (self.training and budget >= 1.0):
             return self._dense_forward(hidden_states, attention_mask, **kwargs)
         gated = self.config.retention_gated_layers
         if [str(i) for i in gated] != list(self.gates.keys()):

@@ -29,6 +29,7 @@ from ..metrics import load_metric
 from .steps import (
     REPO,
     SHARED,
+    closes_process_group,
     load_retention_model,
     parse_arguments,
     selected_phases,
@@ -152,6 +153,7 @@ def encode_texts(tokenizer, batch: dict, columns: Columns, max_length: int):
     return tokenizer(texts, pairs, truncation=True, max_length=max_length)
 
 
+@closes_process_group
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_arguments(DataArguments, argv)
 

@@ -38,6 +38,7 @@ from ..question_answering import postprocess_predictions, prepare_eval_features,
 from .squad_data import SOURCES, squad_datasets
 from .steps import (
     ModelArguments,
+    closes_process_group,
     default_model_path,
     load_retention_model,
     parse_arguments,
@@ -95,6 +96,7 @@ def evaluate_spans(trainer, examples: Dataset, features: Dataset, data_args: QAD
     }
 
 
+@closes_process_group
 def main(argv: list[str] | None = None) -> dict[str, object]:
     model_args, data_args, training_args = parse_arguments(QADataArguments, argv)
     train, examples = squad_datasets(data_args.dataset, data_args.max_train_samples, data_args.max_eval_samples)

@@ -9,6 +9,7 @@ override.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -174,3 +175,19 @@ def write_results(
                 names.append(name)
         if os.path.isfile(os.path.join(trainer.args.output_dir, "config.json")):  # a saved model to describe
             trainer.create_model_card(model_name=Path(trainer.args.output_dir).resolve().name)
+
+
+def closes_process_group(main):
+    """Decorate a recipe's ``main``: under ``torchrun``, once it has returned on every rank, wait for all ranks
+    and close the process group. A rank that exits while another still writes its results can abort in
+    gloo's teardown ("terminate called without an active exception"), failing a run that succeeded."""
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None):
+        result = main(argv)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+        return result
+
+    return run

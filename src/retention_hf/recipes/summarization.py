@@ -49,7 +49,16 @@ from ..summarization import (
     prepare_features,
     top_sentences,
 )
-from .steps import REPO, SHARED, load_retention_model, parse_arguments, selected_phases, train_and_save, write_results
+from .steps import (
+    REPO,
+    SHARED,
+    closes_process_group,
+    load_retention_model,
+    parse_arguments,
+    selected_phases,
+    train_and_save,
+    write_results,
+)
 
 
 SOURCES = {
@@ -120,6 +129,7 @@ def summaries(scores: dict[str, dict[int, float]], documents: Dataset, k: int) -
     return chosen
 
 
+@closes_process_group
 def main(argv: list[str] | None = None) -> dict[str, object]:
     model_args, data_args, training_args = parse_arguments(SummarizationDataArguments, argv)
     splits = {

@@ -30,7 +30,14 @@ from .. import RetentionBertForTokenClassification, RetentionRobertaForTokenClas
 from ..metrics import load_metric
 from ..question_answering import context_offsets
 from .squad_data import SOURCES, squad_datasets
-from .steps import load_retention_model, parse_arguments, selected_phases, train_and_save, write_results
+from .steps import (
+    closes_process_group,
+    load_retention_model,
+    parse_arguments,
+    selected_phases,
+    train_and_save,
+    write_results,
+)
 
 
 LABELS = {0: "O", 1: "ANSWER"}
@@ -106,6 +113,7 @@ def render(context: str, offsets, tags) -> str:
     return "".join(text + [context[cursor:]])
 
 
+@closes_process_group
 def main(argv: list[str] | None = None) -> dict[str, object]:
     model_args, data_args, training_args = parse_arguments(TaggingDataArguments, argv)
     train, examples = squad_datasets(data_args.dataset, data_args.max_train_samples, data_args.max_eval_samples)
