@@ -108,7 +108,8 @@ def test_own_file_with_text_and_four_string_labels(start, tmp_path, suffix):
     assert card.data.datasets is None  # a local file is not a Hub dataset id
     assert card.data.model_name == "out"  # the output directory, not a placeholder
     assert f"on `{tmp_path.name}/t{suffix}` (a local file)." in card.text
-    assert card.data.eval_results[0].dataset_name == f"{tmp_path.name}/t{suffix}"
+    assert card.data.eval_results[0].dataset_name == f"{tmp_path.name}/v{suffix}"  # measured on the validation file
+    assert f"On {tmp_path.name}/v{suffix} (validation)" in card.text
 
 
 def test_a_pair_is_encoded_as_two_segments(start):

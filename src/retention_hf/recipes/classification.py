@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         results["learned_schedule"] = model.config.retention_learned_schedule
     if data_args.dataset_name or not data_args.train_file:
         write_results(trainer, results, data_args.dataset_name or HUB_DATASETS.get(data_args.dataset))
-    else:  # a local file, named with its folder
+    else:  # local files, named with their folder; the metrics were measured on the validation file
+        trainer.model_card_data.eval_dataset = f"{Path(validation_file).parent.name}/{Path(validation_file).name}"
         write_results(trainer, results, local_dataset=f"{Path(train_file).parent.name}/{Path(train_file).name}")
     return results
