@@ -114,6 +114,41 @@ ROWS = {
         "--retention_schedule=geometric",
         "--retention_count_rounding=budget",
     ],
+    # the default with the first gate after layer 0, so that every token is contextualised once and CLS has
+    # attended to all of them before anything is dropped
+    "hybrid-geometric-budget-gate1": [
+        "--selection_training=hard_concrete",
+        "--topk_finetune_steps=0.5",
+        "--topk_straight_through=true",
+        "--retention_schedule=geometric",
+        "--retention_count_rounding=budget",
+        "--retention_first_gated_layer=1",
+    ],
+    # the default with the same share of tokens at every layer instead of the geometric decay
+    "hybrid-uniform-budget": [
+        "--selection_training=hard_concrete",
+        "--topk_finetune_steps=0.5",
+        "--topk_straight_through=true",
+        "--retention_schedule=uniform",
+        "--retention_count_rounding=budget",
+    ],
+    # the default with the schedule learned in the soft phase (rescaled to the budget) for the top-k phase
+    "hybrid-learned-budget": [
+        "--selection_training=hard_concrete",
+        "--topk_finetune_steps=0.5",
+        "--topk_straight_through=true",
+        "--retention_schedule=learned",
+        "--retention_count_rounding=budget",
+    ],
+    # the default with distillation from the dense model (logits, alpha 0.5, temperature 2)
+    "hybrid-geometric-budget-kd": [
+        "--selection_training=hard_concrete",
+        "--topk_finetune_steps=0.5",
+        "--topk_straight_through=true",
+        "--retention_schedule=geometric",
+        "--retention_count_rounding=budget",
+        "--distillation_weight=0.5",
+    ],
     # the same with the soft phase only as long as the budget warm-up (30 %): exact top-k from then on
     "hybrid-warmup-budget": [
         "--selection_training=hard_concrete",
