@@ -5,8 +5,12 @@ Never scores SST-2 dev: the rows choose the recipe, so they are measured on held
 
 Data (built here, deterministically, from ``../shared/data/sst2/train.tsv``, no random number generator):
 
-* train: ``data/sst2/train_8k.tsv``, the 8,000 train rows with the smallest ``sha1(sentence)`` (the main
-  job's training set);
+* train (``--train_set 8k``, the default): ``data/sst2/train_8k.tsv``, the 8,000 train rows with the
+  smallest ``sha1(sentence)`` (the main job's training set);
+* train (``--train_set full``): every SST-2 train row except the validation rows and every phrase of 3 or
+  more words that occurs inside one of them (SST-2 train holds each sentence's sub-phrases), the scale
+  of ``reproduce.sh sst2``. Its runs save a checkpoint every 200 steps and resume from it when rerun;
+  they go to ``runs/ablation-full`` and ``results/ablation-full``;
 * validation: the 2,000 train rows of at least 10 words with the largest ``sha1(sentence)``. SST-2 train
   holds every phrase of its parse trees; the length floor keeps the validation at sentence length (dev
   sentences average 19 words), where dropping tokens matters. A validation phrase may share words with a
@@ -19,6 +23,7 @@ and this script collects ``results.json`` and ``results.md`` under ``--results``
     python examples/ablation_budget.py --rows baseline topk-uniform topk-geometric --budgets 0.5 0.3
     python examples/ablation_budget.py --rows topk-geometric --seeds 1 2    # more seeds for a row
     python examples/ablation_budget.py --report    # position profiles, table and keep-ratio curves only
+    python examples/ablation_budget.py --train_set full --rows hybrid-geometric-budget   # full-scale rows
 """
 
 from __future__ import annotations
@@ -132,6 +137,16 @@ ROWS = {
         "--retention_schedule=uniform",
         "--retention_count_rounding=budget",
     ],
+    # the default with the "decay" schedule: each layer keeps 0.8 of the share of the layer before it, scaled
+    # to the budget (geometric's shape at rho 0.5, flatter than geometric at lower budgets)
+    "hybrid-decay-budget": [
+        "--selection_training=hard_concrete",
+        "--topk_finetune_steps=0.5",
+        "--topk_straight_through=true",
+        "--retention_schedule=decay",
+        "--retention_schedule_decay=0.8",
+        "--retention_count_rounding=budget",
+    ],
     # the default with the schedule learned in the soft phase (rescaled to the budget) for the top-k phase
     "hybrid-learned-budget": [
         "--selection_training=hard_concrete",
@@ -162,6 +177,40 @@ ROWS = {
     # distillation from the dense model (logits)
     "topk-geometric-kd": [*TOPK, "--retention_schedule=geometric", "--distillation_weight=0.5"],
 }
+
+
+def build_full_train(path: Path, validation: Path, min_words: int = 3) -> Path:
+    """Every SST-2 train row except the validation rows and the phrases inside them (``--train_set full``).
+
+    A phrase of ``min_words`` or more is left out when its words occur as a contiguous run in a validation
+    sentence (compared in lower case), so no sizeable part of a validation sentence's parse tree is trained
+    on. Shorter phrases stay: single words and word pairs recur across every review, and dropping all that
+    occur in 2,000 sentences would strip the short phrases that make up much of SST-2 train.
+    """
+    if path.is_file():
+        return path
+    with validation.open() as handle:
+        held_out = [
+            row[0].lower().split() for row in list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+        ]
+    inside = {
+        " ".join(words[i:j]) for words in held_out for i in range(len(words)) for j in range(i + 1, len(words) + 1)
+    }
+    with SHARED_TRAIN.open() as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    kept = [rows[0]] + [
+        row for row in rows[1:] if len(row[0].split()) < min_words or " ".join(row[0].lower().split()) not in inside
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n").writerows(kept)
+    return path
+
+
+def last_checkpoint(run_dir: Path) -> list[str]:
+    """``--resume_from_checkpoint`` for the newest checkpoint of an interrupted run, else nothing."""
+    checkpoints = sorted(run_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    return [f"--resume_from_checkpoint={checkpoints[-1]}"] if checkpoints else []
 
 
 def build_validation(path: Path, size: int = 2000, min_words: int = 10) -> Path:
@@ -230,7 +279,7 @@ def logged_keep(run_dir: Path, budget: float) -> list[dict]:
     ]
 
 
-def report(results: dict, output: Path, results_dir: Path, validation: Path) -> None:
+def report(results: dict, output: Path, results_dir: Path, validation: Path, train_set: str = "8k") -> None:
     """Add the position profiles, then write ``results.md`` and the keep-ratio curves."""
     for name, row in results.items():
         if name != "dense":
@@ -242,7 +291,8 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path) -> 
     write(results, results_dir / "results.json")
     dense = results["dense"]["eval_accuracy"]
     lines = [
-        f"SST-2 train carve-out validation (2,000 sentences of >= 10 words, never trained on). Dense: {dense:.4f}.",
+        f"SST-2 train carve-out validation (2,000 sentences of >= 10 words, never trained on); training set "
+        f"{train_set}. Dense: {dense:.4f}.",
         "",
         "| row | rho | seed | accuracy | vs dense | eval keep | train keep after warm-up, mean / max dev. (Hard-Concrete: soft phase) "
         "| retention off | last-layer share by fifth of the text | train min |",
@@ -271,11 +321,16 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path) -> 
             mean, spread = statistics.fmean(values), statistics.stdev(values)
             lines.append(f"| {row} | {budget} | {len(values)} | {mean:.4f} ± {spread:.4f} | {mean / dense:.1%} |")
     command = (
-        "cd examples && python ablation_budget.py --rows baseline l0-full topk-uniform topk-geometric "
+        "python examples/ablation_budget.py --rows baseline l0-full topk-uniform topk-geometric "
         "topk-geometric-gumbel baseline-st hybrid-geometric hybrid-geometric-l0 topk-geometric-bidir topk-geometric-kd "
-        "&& python ablation_budget.py --rows hybrid-geometric baseline-st --seeds 1 2 "
-        "&& python ablation_budget.py --rows hybrid-warmup-budget"
+        "&& python examples/ablation_budget.py --rows hybrid-geometric baseline-st --seeds 1 2 "
+        "&& python examples/ablation_budget.py --rows hybrid-warmup-budget "
+        "&& python examples/ablation_budget.py --rows hybrid-geometric-budget hybrid-uniform-budget "
+        "hybrid-geometric-budget-kd hybrid-learned-budget hybrid-geometric-budget-gate1 hybrid-decay-budget"
     )
+    if train_set != "8k":
+        rows = " ".join(dict.fromkeys(row["row"] for name, row in results.items() if name != "dense"))
+        command = f"python examples/ablation_budget.py --train_set {train_set} --rows {rows}"
     lines += ["", f"Command: `{command}`"]
     (results_dir / "results.md").write_text("\n".join(lines) + "\n")
     for budget in sorted({row["budget"] for name, row in results.items() if name != "dense"}):
@@ -304,26 +359,36 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.3])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--output_dir", default="runs/ablation")
-    parser.add_argument("--results", default="results/ablation")
+    parser.add_argument("--train_set", choices=["8k", "full"], default="8k", help="see the module docstring")
+    parser.add_argument("--output_dir", default=None, help="default: runs/ablation (8k) or runs/ablation-full")
+    parser.add_argument("--results", default=None, help="default: results/ablation (8k) or results/ablation-full")
     parser.add_argument("--max_train_samples", type=int, default=None, help="fewer training rows (smoke runs)")
     parser.add_argument("--report", action="store_true", help="only add profiles and write the table and plots")
     args = parser.parse_args()
 
-    output, results_dir = Path(args.output_dir), Path(args.results)
+    suffix = "" if args.train_set == "8k" else f"-{args.train_set}"
+    output = Path(args.output_dir or f"runs/ablation{suffix}")
+    results_dir = Path(args.results or f"results/ablation{suffix}")
     validation = build_validation(output / "data" / "sst2_train_carve_2k.tsv")
-    data = [f"--train_file={TRAIN_8K}", f"--validation_file={validation}"]
     extra = [] if args.max_train_samples is None else [f"--max_train_samples={args.max_train_samples}"]
+    if args.train_set == "full":
+        train_file = build_full_train(output / "data" / "sst2_train_minus_carve.tsv", validation)
+        extra += ["--save_strategy=steps", "--save_steps=200", "--save_total_limit=1", "--logging_steps=25"]
+    else:
+        train_file = TRAIN_8K
+    data = [f"--train_file={train_file}", f"--validation_file={validation}"]
+    resume = last_checkpoint if args.train_set == "full" else (lambda run_dir: [])
     results_path = results_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if args.report:
-        report(results, output, results_dir, validation)
+        report(results, output, results_dir, validation, args.train_set)
         return
 
     dense_dir = output / "dense"
-    if "dense" not in results:
+    # a fresh clone has the results but not the models: the rows need the dense model itself to start from
+    if "dense" not in results or not (dense_dir / "config.json").is_file():
         start = time.perf_counter()
-        metrics = run_classification([*COMMON, *DENSE, *data, *extra, f"--output_dir={dense_dir}"])
+        metrics = run_classification([*COMMON, *DENSE, *data, *extra, *resume(dense_dir), f"--output_dir={dense_dir}"])
         results["dense"] = {"eval_accuracy": metrics["eval_accuracy"], "minutes": (time.perf_counter() - start) / 60}
         write(results, results_path)
 
@@ -342,6 +407,7 @@ def main() -> None:
                         *ROWS[row],
                         *data,
                         *extra,
+                        *resume(run_dir),
                         f"--seed={seed}",
                         f"--model_name_or_path={dense_dir}",
                         f"--retention_ratio={budget}",
@@ -361,7 +427,7 @@ def main() -> None:
                     **training_keep(run_dir, budget),
                 }
                 write(results, results_path)
-    report(results, output, results_dir, validation)
+    report(results, output, results_dir, validation, args.train_set)
 
 
 def write(results: dict, path: Path) -> None:

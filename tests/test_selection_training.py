@@ -99,6 +99,27 @@ def test_geometric_schedule(ratio):
     assert sum(schedule) / 6 == pytest.approx(ratio, abs=1e-9)
 
 
+def test_decay_schedule_keeps_its_shape_at_every_budget():
+    config = BERT.config(num_hidden_layers=6, retention_ratio=0.3, retention_schedule="decay")
+    assert config.retention_schedule_decay == 0.8
+    schedule = config.retention_layer_ratios()
+    assert sum(schedule) / 6 == pytest.approx(0.3, abs=1e-9)
+    assert [b / a for a, b in zip(schedule[:-1], schedule[1:], strict=True)] == pytest.approx([0.8] * 5, abs=1e-9)
+    assert schedule[0] == pytest.approx(1.8 / sum(0.8**power for power in range(6)), abs=1e-9)  # 0.4882
+    # at a high budget the first layers are capped at 1 and the rest still decay by 0.8
+    high = config.retention_layer_ratios(0.9)
+    assert high[:3] == [1.0, 1.0, 1.0]
+    assert [high[4] / high[3], high[5] / high[4]] == pytest.approx([0.8, 0.8], abs=1e-9)
+    assert sum(high) / 6 == pytest.approx(0.9, abs=1e-9)
+    config.retention_schedule_decay = 1.0  # decay 1 is the uniform schedule
+    assert config.retention_layer_ratios() == pytest.approx([0.3] * 6, abs=1e-9)
+    config.retention_first_gated_layer = 1
+    config.retention_schedule_decay = 0.5
+    schedule = config.retention_layer_ratios()
+    assert schedule[0] == 1.0 and schedule[2] == pytest.approx(schedule[1] * 0.5, abs=1e-9)
+    assert sum(schedule) / 6 == pytest.approx(0.3, abs=1e-9)
+
+
 def test_per_call_budget_rescales_the_schedule(family):
     model = make_model(family, "sequence", retention_ratio=0.625, retention_schedule=[1.0, 0.8, 0.4, 0.3])
     ratios = model.config.retention_layer_ratios(0.5)

@@ -23,7 +23,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-SCHEDULE_NAMES = ("learned", "uniform", "geometric")
+SCHEDULE_NAMES = ("learned", "uniform", "geometric", "decay")
 SCORER_NAMES = ("context", "bidirectional", "mlp")
 BUDGET_COSTS = ("probability", "l0")
 COUNT_ROUNDINGS = ("budget", "ceil")
@@ -74,6 +74,11 @@ def _check_scorer(value: Any) -> None:
 def _check_decay(value: Any) -> None:
     if not _is_real_number(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"retention_scorer_decay must be a number in [0, 1], got {value!r}")
+
+
+def _check_schedule_decay(value: Any) -> None:
+    if not _is_real_number(value) or not 0.0 < value <= 1.0:
+        raise ValueError(f"retention_schedule_decay must be a number in (0, 1], got {value!r}")
 
 
 def _check_scorer_hidden_size(value: Any) -> None:
@@ -157,12 +162,18 @@ class RetentionConfig:
             layer keeps the same fraction of the example's tokens, chosen to meet ``retention_ratio``, so
             all the dropping happens at the first gate. ``"geometric"``: the ``j``-th gated layer keeps
             ``q ** j`` of the tokens (``j = 1, 2, ...``), with ``q`` chosen to meet ``retention_ratio``, so
-            every gate drops a share of what is left and later gates decide with more context.
+            every gate drops a share of what is left and later gates decide with more context. At low
+            budgets ``q`` is small, so the last layers keep almost nothing. ``"decay"``: every gated
+            layer keeps ``retention_schedule_decay`` times the share of the layer before it, all scaled
+            (and capped at 1) to meet ``retention_ratio``: the same shape at every budget, so a low budget
+            thins every layer instead of starving the last ones.
             ``"learned"``: the per-layer keep ratios measured in training
             (``retention_learned_schedule``), rescaled to meet ``retention_ratio``; uniform until a
             schedule has been learned. A list: the fraction of the example's tokens each of the
             ``num_hidden_layers`` layers processes (non-increasing, 1.0 for ungated layers, its mean
             must equal ``retention_ratio``).
+        retention_schedule_decay: The layer-to-layer ratio of the ``"decay"`` schedule, in (0, 1]; 1 is
+            the uniform schedule.
         retention_learned_schedule: Per-layer keep ratios measured in training; written by
             ``RetentionTrainer`` at the end of training.
         retention_first_gated_layer: Index of the first layer preceded by a gate. ``0`` scores the
@@ -231,9 +242,10 @@ class RetentionConfig:
 
     retention_enabled: bool = True
     retention_ratio: float | int = validated_field(_check_ratio, default=0.5)
-    retention_schedule: Literal["learned", "uniform", "geometric"] | list[float | int] = validated_field(
+    retention_schedule: Literal["learned", "uniform", "geometric", "decay"] | list[float | int] = validated_field(
         _check_schedule, default="geometric"
     )
+    retention_schedule_decay: float | int = validated_field(_check_schedule_decay, default=0.8)
     retention_learned_schedule: list[float | int] | None = validated_field(_check_learned_schedule, default=None)
     retention_first_gated_layer: int = validated_field(_check_first_gated_layer, default=0)
     retention_scorer: Literal["context", "bidirectional", "mlp"] = validated_field(_check_scorer, default="context")
@@ -379,6 +391,9 @@ class RetentionConfig:
             return _rescale_to_budget(self.retention_learned_schedule, first, budget)
         if schedule == "geometric":
             return [1.0] * first + _geometric_schedule(num_layers - first, budget * num_layers - first)
+        if schedule == "decay":
+            shape = [1.0] * first + [self.retention_schedule_decay**index for index in range(num_layers - first)]
+            return _rescale_to_budget(shape, first, budget)
         gated_ratio = (budget * num_layers - first) / (num_layers - first)
         return [1.0] * first + [min(1.0, gated_ratio)] * (num_layers - first)
 

@@ -53,7 +53,12 @@ class ModelArguments:
     retention_scorer: str | None = field(
         default=None, metadata={"help": "'context' (Eq. 3), 'bidirectional' or 'mlp' (Figure 1)."}
     )
-    retention_schedule: str | None = field(default=None, metadata={"help": "'learned', 'uniform' or 'geometric'."})
+    retention_schedule: str | None = field(
+        default=None, metadata={"help": "'learned', 'uniform', 'geometric' or 'decay'."}
+    )
+    retention_schedule_decay: float | None = field(
+        default=None, metadata={"help": "Layer-to-layer ratio of the 'decay' schedule, in (0, 1]."}
+    )
     retention_gate_init_bias: float | None = field(default=None, metadata={"help": "Initial scorer bias."})
     retention_count_rounding: str | None = field(
         default=None, metadata={"help": "'budget' (each example meets the budget) or 'ceil' (every layer rounds up)."}
@@ -68,6 +73,7 @@ RETENTION_OVERRIDES = (
     "retention_first_gated_layer",
     "retention_scorer",
     "retention_schedule",
+    "retention_schedule_decay",
     "retention_gate_init_bias",
     "retention_count_rounding",
     "retention_detach_scorer_input",
