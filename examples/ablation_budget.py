@@ -286,6 +286,11 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
             row["arguments"] = ROWS[row["row"]]
             if (output / name / "trainer_state.json").is_file():
                 row.update(training_keep(output / name, row["budget"]))
+                # kept with the results, so the curves can be drawn again without the run directories
+                row["train_keep_curve"] = [
+                    {key: entry[key] for key in ("step", "keep_ratio", "budget_target") if key in entry}
+                    for entry in logged_keep(output / name, row["budget"])
+                ]
         if name != "dense" and "position_profile" not in row and (output / name).is_dir():
             row["position_profile"] = last_layer_profile(output / name, validation)
     write(results, results_dir / "results.json")
@@ -326,7 +331,8 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
         "&& python examples/ablation_budget.py --rows hybrid-geometric baseline-st --seeds 1 2 "
         "&& python examples/ablation_budget.py --rows hybrid-warmup-budget "
         "&& python examples/ablation_budget.py --rows hybrid-geometric-budget hybrid-uniform-budget "
-        "hybrid-geometric-budget-kd hybrid-learned-budget hybrid-geometric-budget-gate1 hybrid-decay-budget"
+        "hybrid-geometric-budget-kd hybrid-decay-budget "
+        "&& python examples/ablation_budget.py --rows hybrid-decay-budget hybrid-uniform-budget --seeds 1 2"
     )
     if train_set != "8k":
         rows = " ".join(dict.fromkeys(row["row"] for name, row in results.items() if name != "dense"))
@@ -338,13 +344,13 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
         candidates = [
             (name, row)
             for name, row in results.items()
-            if name != "dense" and row["budget"] == budget and (output / name).is_dir()
+            if name != "dense" and row["budget"] == budget and row.get("train_keep_curve")
         ]
         for name, row in candidates:
             if row["row"] not in latest or results[latest[row["row"]]]["seed"] < row["seed"]:
                 latest[row["row"]] = name
         runs = {
-            f"{row} (seed {results[name]['seed']})": logged_keep(output / name, budget) for row, name in latest.items()
+            f"{row} (seed {results[name]['seed']})": results[name]["train_keep_curve"] for row, name in latest.items()
         }
         if runs:
             plot_keep_ratio_curves(

@@ -7,7 +7,7 @@ Two stages, both on the SST-2 subset shipped in ``data/sst2`` (8,000 sentences, 
 2. retention: start from that dense model and fine-tune one more epoch with ``RetentionTrainer`` at the
    budget ``--retention_ratio`` (default 0.5), with the default recipe: in the first half, Hard-Concrete
    gates learn a ranking of every token while the target is annealed from 1.0 to the budget; in the
-   second half the model trains with exactly the inference-time selection (the geometric schedule's
+   second half the model trains with exactly the inference-time selection (the decay schedule's
    top-k, tokens physically removed), the scorers still learning through a straight-through gradient.
 
 Both are evaluated on the full SST-2 dev set (872 sentences). The table reports dev accuracy, the

@@ -38,7 +38,7 @@ def test_defaults(family):
     config = family.config()
     assert config.retention_enabled is True
     assert config.retention_ratio == 0.5
-    assert config.retention_schedule == "geometric"
+    assert config.retention_schedule == "decay"
     assert (config.hard_concrete_beta, config.hard_concrete_gamma, config.hard_concrete_zeta) == (0.66, -0.1, 1.1)
     assert config.retention_scorer == "context"
     assert config.retention_min_tokens == 1

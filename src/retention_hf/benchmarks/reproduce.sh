@@ -10,7 +10,7 @@
 #
 # The retention models start from the dense one and follow the default recipe of RetentionTrainingArguments
 # (Hard-Concrete gates in the first half, top-k training with straight-through scores in the second, the
-# geometric schedule). The 0.7 budget is served by the 0.5 model (its schedule rescaled), to save one
+# decay schedule). The 0.7 budget is served by the 0.5 model (its schedule rescaled), to save one
 # fine-tune. On IMDb (max length 512) the dual step is 5, as training_args.py explains for 512-token inputs.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."  # the repository root
