@@ -139,3 +139,24 @@ def test_registered_with_auto_classes(family):
         if _task == "qa":
             config.num_labels = 2
         assert type(auto_class.from_config(config)) is model_class
+
+
+@pytest.mark.parametrize(
+    ("saved_with_retention", "command_line", "expected"),
+    [
+        (False, {}, "decay"),  # a dense stage's settings were never used: today's default applies
+        (False, {"retention_schedule": "uniform"}, "uniform"),  # the command line still wins
+        (True, {}, "geometric"),  # a retention checkpoint keeps the schedule it was trained with
+    ],
+)
+def test_recipe_start_checkpoint_settings(family, tmp_path, saved_with_retention, command_line, expected):
+    from retention_hf.recipes.steps import ModelArguments, load_retention_model
+
+    make_model(
+        family, "sequence", retention_enabled=saved_with_retention, retention_schedule="geometric", num_labels=2
+    ).save_pretrained(tmp_path)
+    sequence_class = family.classes["sequence"][0]
+    model_args = ModelArguments(model_name_or_path=str(tmp_path), retention=True, **command_line)
+    model = load_retention_model(model_args, {family.config().model_type.removeprefix("retention-"): sequence_class})
+    assert model.config.retention_enabled
+    assert model.config.retention_schedule == expected

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, HfArgumentParser, set_seed
+from transformers import AutoConfig, HfArgumentParser, PreTrainedConfig, set_seed
 
 from ..model_card import RetentionModelCardData
 from ..trainer import RetentionTrainer
@@ -81,19 +81,28 @@ RETENTION_OVERRIDES = (
 )
 
 
-def model_class_for(path: str, task_classes: dict[str, type]) -> type:
+def model_class_for(path: str, config: PreTrainedConfig, task_classes: dict[str, type]) -> type:
     """The retention class of ``task_classes`` (keyed by family) for the checkpoint's family."""
-    model_type = AutoConfig.from_pretrained(path).model_type.removeprefix("retention-")
+    model_type = config.model_type.removeprefix("retention-")
     if model_type not in task_classes:
         raise ValueError(f"{path} is a {model_type!r} checkpoint; this example supports BERT and RoBERTa families")
     return task_classes[model_type]
 
 
-def retention_overrides(model_args: ModelArguments) -> dict[str, object]:
-    """The config fields set on the command line, plus ``retention_enabled``."""
+def retention_overrides(model_args: ModelArguments, start_config: PreTrainedConfig, config_class: type) -> dict:
+    """The config fields set on the command line, plus ``retention_enabled``.
+
+    A checkpoint trained with retention off (a dense stage) never used its retention settings: they are the
+    defaults of the release that saved it. When this run turns retention on, the fields the command line
+    leaves unset take today's defaults, so a dense model reused from an older run trains with the current
+    recipe, not the one of the day it was saved.
+    """
     overrides = {
         name: getattr(model_args, name) for name in RETENTION_OVERRIDES if getattr(model_args, name) is not None
     }
+    if model_args.retention and getattr(start_config, "retention_enabled", True) is False:
+        defaults = config_class()
+        overrides = {name: getattr(defaults, name) for name in RETENTION_OVERRIDES} | overrides
     return {"retention_enabled": model_args.retention, **overrides}
 
 
@@ -110,11 +119,12 @@ def load_retention_model(
             label2id={label: index for index, label in enumerate(labels)},
         )
     path = model_args.model_name_or_path or default_model_path()
-    model_class = model_class_for(path, task_classes)
+    start_config = AutoConfig.from_pretrained(path)
+    model_class = model_class_for(path, start_config, task_classes)
     model = model_class.from_pretrained(
         path,
         ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-        **retention_overrides(model_args),
+        **retention_overrides(model_args, start_config, model_class.config_class),
         **config_overrides,
     )
     base_model = DEFAULT_MODEL_ID if model_args.model_name_or_path is None else path
