@@ -111,7 +111,7 @@ ROWS = {
         "--retention_schedule=geometric",
         "--budget_cost=l0",
     ],
-    # the default recipe: hybrid-geometric with each example's kept counts rounded to meet its budget
+    # hybrid-geometric with each example's kept counts rounded to meet its budget (the default before "decay")
     "hybrid-geometric-budget": [
         "--selection_training=hard_concrete",
         "--topk_finetune_steps=0.5",
@@ -119,17 +119,7 @@ ROWS = {
         "--retention_schedule=geometric",
         "--retention_count_rounding=budget",
     ],
-    # the default with the first gate after layer 0, so that every token is contextualised once and CLS has
-    # attended to all of them before anything is dropped
-    "hybrid-geometric-budget-gate1": [
-        "--selection_training=hard_concrete",
-        "--topk_finetune_steps=0.5",
-        "--topk_straight_through=true",
-        "--retention_schedule=geometric",
-        "--retention_count_rounding=budget",
-        "--retention_first_gated_layer=1",
-    ],
-    # the default with the same share of tokens at every layer instead of the geometric decay
+    # hybrid-geometric-budget with the same share of tokens at every layer
     "hybrid-uniform-budget": [
         "--selection_training=hard_concrete",
         "--topk_finetune_steps=0.5",
@@ -137,7 +127,7 @@ ROWS = {
         "--retention_schedule=uniform",
         "--retention_count_rounding=budget",
     ],
-    # the default with the "decay" schedule: each layer keeps 0.8 of the share of the layer before it, scaled
+    # the default recipe: the "decay" schedule, each layer keeps 0.8 of the share of the layer before it, scaled
     # to the budget (geometric's shape at rho 0.5, flatter than geometric at lower budgets)
     "hybrid-decay-budget": [
         "--selection_training=hard_concrete",
@@ -147,15 +137,28 @@ ROWS = {
         "--retention_schedule_decay=0.8",
         "--retention_count_rounding=budget",
     ],
-    # the default with the schedule learned in the soft phase (rescaled to the budget) for the top-k phase
-    "hybrid-learned-budget": [
+    # the default with the first gate after layer 0, so that every token is contextualised once and CLS has
+    # attended to all of them before anything is dropped
+    "hybrid-decay-budget-gate1": [
         "--selection_training=hard_concrete",
         "--topk_finetune_steps=0.5",
         "--topk_straight_through=true",
-        "--retention_schedule=learned",
+        "--retention_schedule=decay",
+        "--retention_schedule_decay=0.8",
         "--retention_count_rounding=budget",
+        "--retention_first_gated_layer=1",
     ],
     # the default with distillation from the dense model (logits, alpha 0.5, temperature 2)
+    "hybrid-decay-budget-kd": [
+        "--selection_training=hard_concrete",
+        "--topk_finetune_steps=0.5",
+        "--topk_straight_through=true",
+        "--retention_schedule=decay",
+        "--retention_schedule_decay=0.8",
+        "--retention_count_rounding=budget",
+        "--distillation_weight=0.5",
+    ],
+    # hybrid-geometric-budget with distillation from the dense model (logits, alpha 0.5, temperature 2)
     "hybrid-geometric-budget-kd": [
         "--selection_training=hard_concrete",
         "--topk_finetune_steps=0.5",
@@ -332,7 +335,8 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
         "&& python examples/ablation_budget.py --rows hybrid-warmup-budget "
         "&& python examples/ablation_budget.py --rows hybrid-geometric-budget hybrid-uniform-budget "
         "hybrid-geometric-budget-kd hybrid-decay-budget "
-        "&& python examples/ablation_budget.py --rows hybrid-decay-budget hybrid-uniform-budget --seeds 1 2"
+        "&& python examples/ablation_budget.py --rows hybrid-decay-budget hybrid-uniform-budget --seeds 1 2 "
+        "&& python examples/ablation_budget.py --rows hybrid-decay-budget-gate1 hybrid-decay-budget-kd"
     )
     if train_set != "8k":
         rows = " ".join(dict.fromkeys(row["row"] for name, row in results.items() if name != "dense"))
