@@ -366,7 +366,9 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument(
+        "--rows", nargs="*", default=list(ROWS), choices=list(ROWS), help="none: only the dense start model"
+    )
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.3])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--train_set", choices=["8k", "full"], default="8k", help="see the module docstring")
@@ -389,7 +391,7 @@ def main() -> None:
     data = [f"--train_file={train_file}", f"--validation_file={validation}"]
     resume = last_checkpoint if args.train_set == "full" else (lambda run_dir: [])
     results_path = results_dir / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = read(results_path)
     if args.report:
         report(results, output, results_dir, validation, args.train_set)
         return
@@ -399,6 +401,7 @@ def main() -> None:
     if "dense" not in results or not (dense_dir / "config.json").is_file():
         start = time.perf_counter()
         metrics = run_classification([*COMMON, *DENSE, *data, *extra, *resume(dense_dir), f"--output_dir={dense_dir}"])
+        results = read(results_path)
         results["dense"] = {"eval_accuracy": metrics["eval_accuracy"], "minutes": (time.perf_counter() - start) / 60}
         write(results, results_path)
 
@@ -424,6 +427,8 @@ def main() -> None:
                         f"--output_dir={run_dir}",
                     ]
                 )
+                # re-read first: several processes may run rows side by side and write the same file
+                results = read(results_path)
                 results[name] = {
                     "row": row,
                     "budget": budget,
@@ -437,7 +442,11 @@ def main() -> None:
                     **training_keep(run_dir, budget),
                 }
                 write(results, results_path)
-    report(results, output, results_dir, validation, args.train_set)
+    report(read(results_path), output, results_dir, validation, args.train_set)
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def write(results: dict, path: Path) -> None:

@@ -83,11 +83,11 @@ def console_script() -> list[str]:
 def test_console_script_help_lists_every_subcommand():
     result = subprocess.run([*console_script(), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    for name in ("train", "evaluate", "benchmark", "convert", "card", "push", "summarize", "visualize"):
+    for name in ("train", "evaluate", "benchmark", "convert", "export", "card", "push", "summarize", "visualize"):
         assert name in result.stdout
 
 
-@pytest.mark.parametrize("command", ["convert", "card", "push", "summarize", "visualize"])
+@pytest.mark.parametrize("command", ["convert", "export", "card", "push", "summarize", "visualize"])
 def test_subcommand_help(command, capsys):
     with pytest.raises(SystemExit) as exit:
         main([command, "--help"])

@@ -5,6 +5,7 @@
     retention-hf evaluate ...     evaluate a checkpoint with its task's recipe, without training
     retention-hf benchmark ...    speed / memory / accuracy harness (retention_hf.benchmarks.run)
     retention-hf convert SRC DST  a vanilla BERT/RoBERTa checkpoint as a retention checkpoint with a budget
+    retention-hf export CKPT DST  ONNX export (model.onnx, config, tokenizer) for ONNX Runtime
     retention-hf card CKPT        (re)write a checkpoint's model card
     retention-hf push CKPT REPO   upload a checkpoint with its card to the Hub (or any HF_ENDPOINT)
     retention-hf summarize CKPT F the sentences of a document a sentence-scoring model picks
@@ -193,6 +194,25 @@ def cmd_convert(args: argparse.Namespace) -> None:
     print(f"{args.output}: {model_class.__name__} at budget {args.budget}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_checkpoint
+
+    _checkpoint(args.checkpoint)
+    try:
+        path, seconds = export_checkpoint(
+            args.checkpoint,
+            args.output,
+            retention_ratio=args.budget,
+            dense=args.dense,
+            opset_version=args.opset,
+            check=not args.no_check,
+        )
+    except ImportError as error:
+        raise CommandError(str(error)) from None
+    checked = "" if args.no_check else ", outputs checked against PyTorch in ONNX Runtime"
+    print(f"{path} ({seconds:.0f} s{checked})")
+
+
 def cmd_card(args: argparse.Namespace) -> None:
     from .model_card import card_data_from_checkpoint, write_model_card
 
@@ -302,6 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument(
         "--remote_code", action="store_true", help="Also write auto_map and code files for trust_remote_code=True."
     )
+
+    command = add("export", cmd_export, "Export a checkpoint to ONNX (model.onnx, config, tokenizer) for ONNX Runtime.")
+    command.add_argument(
+        "checkpoint",
+        help="A retention (or vanilla BERT/RoBERTa) classification, QA or token-classification checkpoint.",
+    )
+    command.add_argument("output", help="Directory for model.onnx, config.json and the tokenizer.")
+    command.add_argument("--budget", type=_budget, help="Export at this budget instead of the checkpoint's.")
+    command.add_argument("--dense", action="store_true", help="Export with retention off (the dense baseline).")
+    command.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18).")
+    command.add_argument("--no_check", action="store_true", help="Skip the ONNX Runtime vs PyTorch check.")
 
     command = add("card", cmd_card, "Write a checkpoint's model card (README.md) from its config and results.")
     command.add_argument("checkpoint", help="A retention checkpoint directory (a training output_dir).")

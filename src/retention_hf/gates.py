@@ -15,25 +15,33 @@ from torch import nn
 
 
 # ---------------------------------------------------------------------------------------------- scorers
-def decayed_prefix_sum(values: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+def decayed_prefix_sum(values: torch.Tensor, decay: torch.Tensor, max_length: int | None = None) -> torch.Tensor:
     """Inclusive scan ``m_t = decay_t * m_{t-1} + values_t`` along dim 1, with ``m_{-1} = 0``.
 
     Computed with a Hillis-Steele doubling scan: ``ceil(log2(T))`` vectorised steps instead of a
     Python loop over ``T`` positions. Every factor is in ``[0, 1]``, so no step can overflow.
 
+    While a graph is traced for export the length is symbolic (after a gate it even depends on the data), so
+    the scan takes the steps that ``max_length`` needs. A step whose offset reaches past the sequence adds
+    exact zeros, so the result is the same to the bit.
+
     Args:
         values: ``(batch, seq, dim)``.
         decay: ``(batch, seq, 1)`` per-position decay in ``[0, 1]``.
+        max_length: the longest sequence the traced graph will see (``max_position_embeddings``).
     """
     total, factor = values, decay
     seq_len = values.shape[1]
-    offset = 1
-    while offset < seq_len:
-        shifted_total = nn.functional.pad(total[:, :-offset], (0, 0, offset, 0))
-        shifted_factor = nn.functional.pad(factor[:, :-offset], (0, 0, offset, 0), value=1.0)
+    traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
+    if traced and max_length is None:
+        raise ValueError("a traced scan needs max_length: its sequence length is not known while tracing")
+    longest = max_length if traced else seq_len
+    for step in range(math.ceil(math.log2(longest)) if longest > 1 else 0):
+        offset = 2**step
+        shifted_total = nn.functional.pad(total, (0, 0, offset, 0))[:, :seq_len]
+        shifted_factor = nn.functional.pad(factor, (0, 0, offset, 0), value=1.0)[:, :seq_len]
         total = total + factor * shifted_total
         factor = factor * shifted_factor
-        offset *= 2
     return total
 
 
@@ -48,9 +56,10 @@ class ContextScorer(nn.Module):
     the scan in the scorer's small width.
     """
 
-    def __init__(self, hidden_size: int, scorer_size: int, decay: float):
+    def __init__(self, hidden_size: int, scorer_size: int, decay: float, max_length: int | None = None):
         super().__init__()
         self.decay = float(decay)
+        self.max_length = max_length  # the longest input (max_position_embeddings): what an exported scan covers
         self.token_proj = nn.Linear(hidden_size, scorer_size)  # W (and its bias)
         self.context_proj = nn.Linear(hidden_size, scorer_size, bias=False)  # U
         self.v = nn.Parameter(torch.zeros(scorer_size))
@@ -67,7 +76,7 @@ class ContextScorer(nn.Module):
         """``U m_{t-1}``: the decayed summary of the alive tokens before ``t`` (``m_0 = 0``), already projected."""
         alive = alive.unsqueeze(-1).to(projected.dtype)
         decay = torch.where(alive > 0, self.decay, 1.0)
-        summary = decayed_prefix_sum(projected * ((1.0 - self.decay) * alive), decay)
+        summary = decayed_prefix_sum(projected * ((1.0 - self.decay) * alive), decay, self.max_length)
         return nn.functional.pad(summary[:, :-1], (0, 0, 1, 0))
 
     def _extra_context(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor | float:
@@ -82,8 +91,8 @@ class BidirectionalContextScorer(ContextScorer):
     every token sees context on both sides. Dead tokens are skipped exactly as in :class:`ContextScorer`.
     """
 
-    def __init__(self, hidden_size: int, scorer_size: int, decay: float):
-        super().__init__(hidden_size, scorer_size, decay)
+    def __init__(self, hidden_size: int, scorer_size: int, decay: float, max_length: int | None = None):
+        super().__init__(hidden_size, scorer_size, decay, max_length)
         self.backward_context_proj = nn.Linear(hidden_size, scorer_size, bias=False)  # U'
 
     def _extra_context(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -156,7 +165,7 @@ def scheduled_keep_counts(
     else:
         keep = torch.floor(ideal + 1e-6)
         fraction_down = torch.round((keep - ideal) * 1e6)  # to 1e-6, so that float noise does not break ties
-        order = torch.sort(fraction_down, dim=1, stable=True).indices  # largest fractional part first
+        order = stable_sort(fraction_down).indices  # largest fractional part first
         rank = torch.empty_like(order).scatter_(
             1, order, torch.arange(ideal.shape[1], device=order.device).expand_as(order)
         )
@@ -165,7 +174,21 @@ def scheduled_keep_counts(
     keep = keep.to(real_lengths.dtype)
     keep = torch.maximum(keep, torch.clamp(protected_counts, min=0).unsqueeze(1))
     keep = torch.minimum(keep.clamp(min=min_tokens), real_lengths.clamp(min=1).unsqueeze(1))
-    return torch.cummin(keep, dim=1).values
+    running = [keep[:, 0]]  # the running minimum along the layers (cummin, in ops every exporter knows)
+    for layer in range(1, keep.shape[1]):
+        running.append(torch.minimum(running[-1], keep[:, layer]))
+    return torch.stack(running, dim=1)
+
+
+def stable_sort(values: torch.Tensor, descending: bool = False) -> torch.return_types.topk:
+    """Sort along dim 1, equal values in their original order.
+
+    A traced graph (ONNX export) gets ``topk`` over the whole row instead: ONNX has no stable sort, but its
+    ``TopK`` puts equal values in index order, which is the same result.
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return torch.topk(values, values.shape[1], dim=1, largest=descending, sorted=True)
+    return torch.sort(values, dim=1, descending=descending, stable=True)
 
 
 def select_kept_slots(
@@ -182,19 +205,21 @@ def select_kept_slots(
         real: ``(batch, n)`` bool, the slot holds a real (non-padding) token.
         protected: ``(batch, n)`` bool, the slot must be kept.
         keep: ``(batch,)`` number of slots each row keeps.
-        width: ``max(keep)``, known on the host: the length of the new tensors.
+        width: ``max(keep)`` (or ``n``): the length of the new tensors.
 
     Returns:
-        ``index`` ``(batch, width)``: the slots to gather, ascending within each row (rows with fewer
-        kept slots are padded with index 0); ``valid`` ``(batch, width)``: which gathered slots are kept.
+        ``index`` ``(batch, width)``: the slots to gather: the kept ones ascending, then (in rows that keep
+        fewer than ``width``) the best of the others, ascending too, as filler. A row that keeps all its real
+        tokens at ``width = n`` is gathered unchanged (right padding). ``valid`` ``(batch, width)``: which
+        gathered slots are kept.
     """
     key = scores.float().masked_fill(~real, -math.inf).masked_fill(protected, math.inf)
-    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :width]
+    order = stable_sort(key, descending=True).indices[:, :width]
     slot = torch.arange(width, device=scores.device)
     valid = slot.unsqueeze(0) < keep.unsqueeze(1)
     sentinel = scores.shape[1]
-    index = torch.sort(torch.where(valid, order, sentinel), dim=1).values
-    return index.masked_fill(~valid, 0), valid
+    index = stable_sort(torch.where(valid, order, order + sentinel)).values
+    return torch.where(index >= sentinel, index - sentinel, index), valid
 
 
 def gather_slots(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

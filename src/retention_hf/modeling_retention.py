@@ -138,10 +138,20 @@ class _EncoderResult:
 
 
 # ---------------------------------------------------------------------------------------------- encoder
+def _is_tracing() -> bool:
+    """True while ``torch.export`` / ``torch.compile`` (or the TorchScript tracer) records the forward pass."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def build_scorer(config: RetentionConfig) -> nn.Module:
     if config.retention_scorer in ("context", "bidirectional"):
         scorer_class = ContextScorer if config.retention_scorer == "context" else BidirectionalContextScorer
-        return scorer_class(config.hidden_size, config.retention_scorer_width, config.retention_scorer_decay)
+        return scorer_class(
+            config.hidden_size,
+            config.retention_scorer_width,
+            config.retention_scorer_decay,
+            max_length=config.max_position_embeddings,
+        )
     return MLPScorer(config.hidden_size, config.retention_scorer_width)
 
 
@@ -174,6 +184,7 @@ class RetentionEncoder(nn.Module):
         **kwargs: Unpack[TransformersKwargs],
     ) -> _EncoderResult:
         config = self.config
+        protected = protected & attention_mask.bool()  # a protected id in padding is still padding
         if retention_ratio is not None:
             _check_ratio(retention_ratio)
         budget = config.retention_ratio if retention_ratio is None else retention_ratio
@@ -270,7 +281,12 @@ class RetentionEncoder(nn.Module):
         real_lengths = real.sum(dim=1)
         protected_counts = protected.sum(dim=1)
         by_threshold = config.retention_inference_selection == "threshold"
-        if not by_threshold:  # every tensor length of the pass is known from one host sync
+        # Eager: every tensor length of the pass is known from one host sync, and a gate whose counts keep every
+        # token is skipped. Traced (ONNX export, torch.export): no host value exists, so the lengths stay tensors
+        # (``max`` of the counts) and every gate selects; selecting all tokens keeps them in order, so the result
+        # is the same.
+        traced = _is_tracing()
+        if not by_threshold:
             scheduled = scheduled_keep_counts(
                 real_lengths,
                 protected_counts,
@@ -278,9 +294,9 @@ class RetentionEncoder(nn.Module):
                 config.retention_min_tokens,
                 config.retention_count_rounding,
             )
-            scheduled_host = scheduled.tolist()
+            scheduled_host = None if traced else scheduled.tolist()
         current = real_lengths.clamp(min=1)
-        current_host = current.tolist()
+        current_host = None if traced else current.tolist()
 
         batch_size, seq_len = real.shape
         positions = torch.arange(seq_len, device=real.device).expand(batch_size, seq_len)
@@ -296,11 +312,11 @@ class RetentionEncoder(nn.Module):
                     passing = (self._keep_probability(scores) >= config.retention_threshold) | protected
                     keep = (passing & real).sum(dim=1).clamp(min=config.retention_min_tokens)
                     keep = torch.minimum(keep, current)
-                    keep_host = keep.tolist()
+                    keep_host = None if traced else keep.tolist()
                 else:
                     keep = scheduled[:, index]
-                    keep_host = [row[index] for row in scheduled_host]
-                if any(k < c for k, c in zip(keep_host, current_host, strict=True)):
+                    keep_host = None if traced else [row[index] for row in scheduled_host]
+                if traced or any(k < c for k, c in zip(keep_host, current_host, strict=True)):
                     if scores is None:
                         detach = training and config.retention_detach_scorer_input
                         scorer_input = hidden_states.detach() if detach else hidden_states
@@ -308,11 +324,21 @@ class RetentionEncoder(nn.Module):
                     selection_scores = scores.detach()
                     if noise_scale > 0:
                         selection_scores = selection_scores + noise_scale * gumbel_noise(scores.shape, scores.device)
-                    slots, valid = select_kept_slots(selection_scores, real, protected, keep, max(keep_host))
+                    if traced:
+                        # eager skips a gate at which no row drops a token, keeping the width (and any padding
+                        # slots beyond the longest row); the graph selects at that same width
+                        full = torch.ones_like(real[:1], dtype=torch.long).sum()
+                        width = torch.where((keep == current).all(), full, keep.max()).item()
+                        torch._check(width >= 1)  # a data-dependent length: the bounds the exporter needs
+                        torch._check(width <= hidden_states.shape[1])
+                    else:
+                        width = max(keep_host)
+                    slots, valid = select_kept_slots(selection_scores, real, protected, keep, width)
                     if restore:
                         restored = scatter_to_positions(restored, hidden_states, positions)
                     hidden_states = gather_slots(hidden_states, slots)
-                    positions = gather_slots(positions, slots).masked_fill(~valid, -1)
+                    # a dropped token keeps what it had when it left; a padding slot that stays is written back
+                    positions = gather_slots(positions, slots).masked_fill(~valid & gather_slots(real, slots), -1)
                     real = gather_slots(real, slots) & valid
                     protected = gather_slots(protected, slots) & valid
                     if straight_through:
@@ -561,7 +587,7 @@ def _protected_positions(
         raise ValueError("retention_protect_first_segment finds the first segment in input_ids; pass input_ids")
     if input_ids is not None and config.retention_protected_token_ids:
         ids = torch.tensor(config.retention_protected_token_ids, device=device)
-        separators = torch.isin(input_ids, ids)
+        separators = (input_ids.unsqueeze(-1) == ids).any(dim=-1)  # isin, in ops ONNX has (a handful of ids)
         protected |= separators
         if config.retention_protect_first_segment:
             # rows without a separator protect nothing more (first_separator = -1)

@@ -38,6 +38,7 @@ from .accuracy import accuracy, copy_schedule
 from .data import load_examples, make_batches, model_inputs
 from .memory import measure as measure_memory
 from .models import load_retention_model
+from .onnx_speed import onnx_table, onnx_target_checks, run_onnx_speed
 from .speed import IdealLimit, paired_overhead, stock_twin, time_configurations
 
 
@@ -151,6 +152,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, ob
         help="time and measure memory on the first N examples only (accuracy always uses every example)",
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "memory", "accuracy"])
+    parser.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="onnxruntime: export the dense twin and every retention model to ONNX and time them in ONNX Runtime "
+        "next to eager PyTorch; speed only (each export is checked against PyTorch on the first batch instead)",
+    )
+    parser.add_argument("--onnx_dir", help="keep the ONNX exports here (default: a temporary directory)")
     parser.add_argument("--output", required=True, help="directory for results.json, results.md and plots")
     args = parser.parse_args(argv)
     logging.set_verbosity_error()
@@ -175,18 +184,25 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, ob
     timing_limit = min((n for n in (args.limit, args.timing_examples) if n), default=None)
     timing_batches = batches[: -(-timing_limit // args.batch_size)] if timing_limit else batches
     results["timing_examples"] = sum(len(b["labels"]) for b in timing_batches)
+    onnx = args.backend == "onnxruntime"
     if "speed" not in args.skip:
-        results.update(run_speed(args, learned, timing_batches))
-    if "memory" not in args.skip:
+        if onnx:
+            results.update(run_onnx_speed(learned, timing_batches, args.repeats, args.onnx_dir))
+        else:
+            results.update(run_speed(args, learned, timing_batches))
+    if "memory" not in args.skip and not onnx:
         results["memory_mb"] = run_memory(args, learned, timing_limit)
-    if "accuracy" not in args.skip:
+    if "accuracy" not in args.skip and not onnx:
         results["accuracy"] = run_accuracy(args, learned, batches)
 
-    results["targets"] = report.target_checks(results)
+    results["targets"] = onnx_target_checks(results) if onnx else report.target_checks(results)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(results, indent=2))
-    report.write(results, output)
+    if onnx:
+        (output / "results.md").write_text(onnx_table(results))
+    else:
+        report.write(results, output)
     print((output / "results.md").read_text())
     return results
 
