@@ -227,15 +227,16 @@ class ORTModel:
 
     def __call__(self, **inputs) -> dict[str, np.ndarray]:
         if "token_type_ids" in self.input_names and "token_type_ids" not in inputs and "input_ids" in inputs:
-            inputs["token_type_ids"] = np.zeros_like(_as_int64(inputs["input_ids"]))  # the PyTorch default
+            inputs["token_type_ids"] = np.zeros_like(as_int64(inputs["input_ids"]))  # the PyTorch default
         missing = [name for name in self.input_names if name not in inputs]
         if missing:
             raise ValueError(f"the ONNX graph needs {missing}; got {sorted(inputs)}")
-        feed = {name: _as_int64(inputs[name]) for name in self.input_names}
+        feed = {name: as_int64(inputs[name]) for name in self.input_names}
         return dict(zip(self.output_names, self.session.run(None, feed), strict=True))
 
 
-def _as_int64(value) -> np.ndarray:
+def as_int64(value) -> np.ndarray:
+    """A numpy int64 array of a tensor or array: what the graph's inputs are."""
     array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     return array.astype(np.int64, copy=False)
 
