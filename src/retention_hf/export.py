@@ -165,10 +165,7 @@ def to_onnx(
             verbose=False,
         )
         program.save(path, external_data=False)
-        config = model.config
-        if retention_ratio is not None:
-            config = config.__class__.from_dict(config.to_dict())  # the saved config says the exported budget
-        config.save_pretrained(output_dir)
+        model.config.save_pretrained(output_dir)  # inside the context: it names the exported budget
         if tokenizer is not None:
             tokenizer.save_pretrained(output_dir)
         if check:
