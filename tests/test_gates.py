@@ -169,6 +169,12 @@ def test_select_kept_slots_ragged_and_padding_invariant():
     wider_real = torch.cat([real[1:], torch.zeros(1, 4, dtype=torch.bool)], dim=1)
     index2, valid2 = select_kept_slots(wider, wider_real, torch.zeros_like(wider_real), keep[1:], width=2)
     assert index2[0][valid2[0]].tolist() == kept_row1
+    # filler slots are the best of the others, in order; a row that keeps every real token at full width
+    # is gathered unchanged (what the exported graph relies on where eager mode skips the gate)
+    filler = index[1][~valid[1]].tolist()
+    assert filler == sorted(filler) and not set(filler) & set(kept_row1)
+    full, _ = select_kept_slots(scores, real, protected, torch.tensor([8, 5]), width=8)
+    assert full.tolist() == [list(range(8)), list(range(8))]
 
 
 def test_gather_and_scatter_round_trip():

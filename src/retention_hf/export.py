@@ -9,7 +9,7 @@ Why torch's ``torch.export``-based exporter (``dynamo=True``): after a gate the 
 computed from the data. ``torch.export`` records it as an unbacked symbol, and the ONNX graph gets a ``TopK`` and
 ``Gather`` whose sizes come from ``ReduceMax`` of the counts at run time. The TorchScript exporter bakes Python
 integers into the graph and has no stable sort. Two details make the traced forward exportable (see
-``modeling_retention._is_tracing``): it never reads a count on the host, and its sorts become ``TopK``, which
+``gates.is_tracing``): it never reads a count on the host, and its sorts become ``TopK``, which
 ONNX defines to keep equal values in index order, like the stable sort of eager PyTorch. Attention runs eager in
 the graph: transformers' SDPA path branches on the query length, which is data-dependent after a gate.
 

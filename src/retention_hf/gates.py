@@ -14,6 +14,12 @@ import torch
 from torch import nn
 
 
+def is_tracing() -> bool:
+    """True while ``torch.export`` / ``torch.compile`` (or the TorchScript tracer) records the forward pass:
+    then no value may be read on the host, and every op must have an ONNX form (see ``export.py``)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 # ---------------------------------------------------------------------------------------------- scorers
 def decayed_prefix_sum(values: torch.Tensor, decay: torch.Tensor, max_length: int | None = None) -> torch.Tensor:
     """Inclusive scan ``m_t = decay_t * m_{t-1} + values_t`` along dim 1, with ``m_{-1} = 0``.
@@ -32,7 +38,7 @@ def decayed_prefix_sum(values: torch.Tensor, decay: torch.Tensor, max_length: in
     """
     total, factor = values, decay
     seq_len = values.shape[1]
-    traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
+    traced = is_tracing()
     if traced and max_length is None:
         raise ValueError("a traced scan needs max_length: its sequence length is not known while tracing")
     longest = max_length if traced else seq_len
@@ -186,7 +192,7 @@ def stable_sort(values: torch.Tensor, descending: bool = False) -> torch.return_
     A traced graph (ONNX export) gets ``topk`` over the whole row instead: ONNX has no stable sort, but its
     ``TopK`` puts equal values in index order, which is the same result.
     """
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if is_tracing():
         return torch.topk(values, values.shape[1], dim=1, largest=descending, sorted=True)
     return torch.sort(values, dim=1, descending=descending, stable=True)
 

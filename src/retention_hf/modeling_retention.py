@@ -54,6 +54,7 @@ from .gates import (
     gather_slots,
     gumbel_noise,
     hard_concrete_sample,
+    is_tracing,
     scatter_to_positions,
     scheduled_keep_counts,
     select_kept_slots,
@@ -138,11 +139,6 @@ class _EncoderResult:
 
 
 # ---------------------------------------------------------------------------------------------- encoder
-def _is_tracing() -> bool:
-    """True while ``torch.export`` / ``torch.compile`` (or the TorchScript tracer) records the forward pass."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
-
-
 def build_scorer(config: RetentionConfig) -> nn.Module:
     if config.retention_scorer in ("context", "bidirectional"):
         scorer_class = ContextScorer if config.retention_scorer == "context" else BidirectionalContextScorer
@@ -285,7 +281,7 @@ class RetentionEncoder(nn.Module):
         # token is skipped. Traced (ONNX export, torch.export): no host value exists, so the lengths stay tensors
         # (``max`` of the counts) and every gate selects; selecting all tokens keeps them in order, so the result
         # is the same.
-        traced = _is_tracing()
+        traced = is_tracing()
         if not by_threshold:
             scheduled = scheduled_keep_counts(
                 real_lengths,
