@@ -339,8 +339,17 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
         "&& python examples/ablation_budget.py --rows hybrid-decay-budget-gate1 hybrid-decay-budget-kd"
     )
     if train_set != "8k":
-        rows = " ".join(dict.fromkeys(row["row"] for name, row in results.items() if name != "dense"))
+        runs = [row for name, row in results.items() if name != "dense"]
+        rows = " ".join(dict.fromkeys(row["row"] for row in runs if row["seed"] == 0))
         command = f"python examples/ablation_budget.py --train_set {train_set} --rows {rows}"
+        for seed in sorted({row["seed"] for row in runs} - {0}):
+            seeded = [row for row in runs if row["seed"] == seed]
+            rows = " ".join(dict.fromkeys(row["row"] for row in seeded))
+            budgets = " ".join(str(budget) for budget in sorted({row["budget"] for row in seeded}, reverse=True))
+            command += (
+                f" && python examples/ablation_budget.py --train_set {train_set} --rows {rows} "
+                f"--budgets {budgets} --seeds {seed}"
+            )
     lines += ["", f"Command: `{command}`"]
     (results_dir / "results.md").write_text("\n".join(lines) + "\n")
     for budget in sorted({row["budget"] for name, row in results.items() if name != "dense"}):
