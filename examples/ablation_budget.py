@@ -66,6 +66,16 @@ RETENTION = ["--learning_rate=2e-5"]
 # The rows measured before per-example budget rounding existed round every layer's count up on its own.
 HARD_CONCRETE = ["--selection_training=hard_concrete", "--retention_count_rounding=ceil"]
 TOPK = ["--selection_training=topk", "--topk_finetune_steps=0", "--retention_count_rounding=ceil"]
+# the hybrid recipe (Hard-Concrete gates for the first half, then top-k with straight-through scores), and
+# the rows that run it under per-example budget rounding with the geometric and the decay schedules
+HYBRID = ["--selection_training=hard_concrete", "--topk_finetune_steps=0.5", "--topk_straight_through=true"]
+GEOMETRIC_BUDGET = [*HYBRID, "--retention_schedule=geometric", "--retention_count_rounding=budget"]
+DECAY_BUDGET = [
+    *HYBRID,
+    "--retention_schedule=decay",
+    "--retention_schedule_decay=0.8",
+    "--retention_count_rounding=budget",
+]
 ROWS = {
     # (c) the recipe before this ablation: Hard-Concrete, cost p = sigmoid(s) on the biases, then top-k for the
     # last 30 % of the steps with the learned schedule and the scorers frozen in effect
@@ -112,61 +122,19 @@ ROWS = {
         "--budget_cost=l0",
     ],
     # hybrid-geometric with each example's kept counts rounded to meet its budget (the default before "decay")
-    "hybrid-geometric-budget": [
-        "--selection_training=hard_concrete",
-        "--topk_finetune_steps=0.5",
-        "--topk_straight_through=true",
-        "--retention_schedule=geometric",
-        "--retention_count_rounding=budget",
-    ],
+    "hybrid-geometric-budget": GEOMETRIC_BUDGET,
     # hybrid-geometric-budget with the same share of tokens at every layer
-    "hybrid-uniform-budget": [
-        "--selection_training=hard_concrete",
-        "--topk_finetune_steps=0.5",
-        "--topk_straight_through=true",
-        "--retention_schedule=uniform",
-        "--retention_count_rounding=budget",
-    ],
+    "hybrid-uniform-budget": [*HYBRID, "--retention_schedule=uniform", "--retention_count_rounding=budget"],
     # the default recipe: the "decay" schedule, each layer keeps 0.8 of the share of the layer before it, scaled
     # to the budget (geometric's shape at rho 0.5, flatter than geometric at lower budgets)
-    "hybrid-decay-budget": [
-        "--selection_training=hard_concrete",
-        "--topk_finetune_steps=0.5",
-        "--topk_straight_through=true",
-        "--retention_schedule=decay",
-        "--retention_schedule_decay=0.8",
-        "--retention_count_rounding=budget",
-    ],
+    "hybrid-decay-budget": DECAY_BUDGET,
     # the default with the first gate after layer 0, so that every token is contextualised once and CLS has
     # attended to all of them before anything is dropped
-    "hybrid-decay-budget-gate1": [
-        "--selection_training=hard_concrete",
-        "--topk_finetune_steps=0.5",
-        "--topk_straight_through=true",
-        "--retention_schedule=decay",
-        "--retention_schedule_decay=0.8",
-        "--retention_count_rounding=budget",
-        "--retention_first_gated_layer=1",
-    ],
+    "hybrid-decay-budget-gate1": [*DECAY_BUDGET, "--retention_first_gated_layer=1"],
     # the default with distillation from the dense model (logits, alpha 0.5, temperature 2)
-    "hybrid-decay-budget-kd": [
-        "--selection_training=hard_concrete",
-        "--topk_finetune_steps=0.5",
-        "--topk_straight_through=true",
-        "--retention_schedule=decay",
-        "--retention_schedule_decay=0.8",
-        "--retention_count_rounding=budget",
-        "--distillation_weight=0.5",
-    ],
+    "hybrid-decay-budget-kd": [*DECAY_BUDGET, "--distillation_weight=0.5"],
     # hybrid-geometric-budget with distillation from the dense model (logits, alpha 0.5, temperature 2)
-    "hybrid-geometric-budget-kd": [
-        "--selection_training=hard_concrete",
-        "--topk_finetune_steps=0.5",
-        "--topk_straight_through=true",
-        "--retention_schedule=geometric",
-        "--retention_count_rounding=budget",
-        "--distillation_weight=0.5",
-    ],
+    "hybrid-geometric-budget-kd": [*GEOMETRIC_BUDGET, "--distillation_weight=0.5"],
     # the same with the soft phase only as long as the budget warm-up (30 %): exact top-k from then on
     "hybrid-warmup-budget": [
         "--selection_training=hard_concrete",
