@@ -55,7 +55,6 @@ def profile(path: Path, batches, warmup: int = 1) -> dict[str, float]:
 
 
 OUTSIDE = "(run time outside the nodes)"
-NODE_COUNTS: dict[str, int] = {}
 
 
 def main() -> None:
@@ -73,11 +72,11 @@ def main() -> None:
     )
     models = {"dense": stock_twin(load_retention_model(first))}
     models.update({f"rho={r}": load_retention_model(p, retention_ratio=float(r)) for r, p in checkpoints.items()})
-    tables = {}
+    tables, node_counts = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         for name, model in models.items():
             path = to_onnx(model, Path(scratch) / name.replace("=", ""))
-            NODE_COUNTS[name] = len(onnx.load(str(path)).graph.node)
+            node_counts[name] = len(onnx.load(str(path)).graph.node)
             tables[name] = profile(path, batches)
     operators = sorted(
         {op for table in tables.values() for op in table if op != OUTSIDE}, key=lambda op: -tables["dense"].get(op, 0)
@@ -95,7 +94,7 @@ def main() -> None:
     lines.append("| **run time** | " + " | ".join(f"**{sum(table.values()):.1f}**" for table in tables.values()) + " |")
     nodes = {name: sum(table.values()) - table[OUTSIDE] for name, table in tables.items()}
     lines.append("| nodes only | " + " | ".join(f"{value:.1f}" for value in nodes.values()) + " |")
-    lines.append("| node count | " + " | ".join(str(NODE_COUNTS[name]) for name in tables) + " |")
+    lines.append("| node count | " + " | ".join(str(node_counts[name]) for name in tables) + " |")
     command = "python examples/profile_onnx.py --checkpoints " + " ".join(args.checkpoints)
     lines += ["", f"Command: `{command} --output {args.output}`"]
     Path(args.output).write_text("\n".join(lines) + "\n")

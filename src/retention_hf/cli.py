@@ -195,22 +195,27 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export_checkpoint
+    import time
 
-    _checkpoint(args.checkpoint)
+    from .export import to_onnx
+
+    start = time.perf_counter()
+    model, tokenizer = _load(args.checkpoint)
+    if args.dense:
+        model.config.retention_enabled = False
     try:
-        path, seconds = export_checkpoint(
-            args.checkpoint,
+        path = to_onnx(
+            model,
             args.output,
+            tokenizer,
             retention_ratio=args.budget,
-            dense=args.dense,
             opset_version=args.opset,
             check=not args.no_check,
         )
     except ImportError as error:
         raise CommandError(str(error)) from None
     checked = "" if args.no_check else ", outputs checked against PyTorch in ONNX Runtime"
-    print(f"{path} ({seconds:.0f} s{checked})")
+    print(f"{path} ({time.perf_counter() - start:.0f} s{checked})")
 
 
 def cmd_card(args: argparse.Namespace) -> None:

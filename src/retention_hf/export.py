@@ -27,7 +27,6 @@ optimum-onnx itself pins transformers < 4.58 and cannot be installed next to tra
 from __future__ import annotations
 
 import importlib.util
-import time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from .configuration_retention import _check_ratio
 
 
 # the head of a model class (by its name's suffix) -> the outputs its graph returns, besides kept_counts
@@ -115,8 +116,6 @@ def _export_state(model: nn.Module, retention_ratio: float | None):
     if retention_ratio is not None:
         if saved[2] is None:
             raise ValueError(f"retention_ratio={retention_ratio} was given, but {type(model).__name__} has no budget")
-        from .configuration_retention import _check_ratio
-
         _check_ratio(retention_ratio)
         config.retention_ratio = retention_ratio
     model.eval()
@@ -236,25 +235,3 @@ def as_int64(value) -> np.ndarray:
     """A numpy int64 array of a tensor or array: what the graph's inputs are."""
     array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     return array.astype(np.int64, copy=False)
-
-
-def export_checkpoint(
-    checkpoint: str | Path,
-    output_dir: str | Path,
-    retention_ratio: float | None = None,
-    dense: bool = False,
-    opset_version: int = DEFAULT_OPSET,
-    check: bool = True,
-) -> tuple[Path, float]:
-    """``retention-hf export``: load a checkpoint in the class of its head and export it (``dense``: with
-    retention off). Returns the path of ``model.onnx`` and the seconds the export took."""
-    from .cli import _load
-
-    start = time.perf_counter()
-    model, tokenizer = _load(str(checkpoint))
-    if dense:
-        model.config.retention_enabled = False
-    path = to_onnx(
-        model, output_dir, tokenizer, retention_ratio=retention_ratio, opset_version=opset_version, check=check
-    )
-    return path, time.perf_counter() - start

@@ -186,7 +186,7 @@ def scheduled_keep_counts(
     return torch.stack(running, dim=1)
 
 
-def stable_sort(values: torch.Tensor, descending: bool = False) -> torch.return_types.topk:
+def stable_sort(values: torch.Tensor, descending: bool = False) -> torch.return_types.sort | torch.return_types.topk:
     """Sort along dim 1, equal values in their original order.
 
     A traced graph (ONNX export) gets ``topk`` over the whole row instead: ONNX has no stable sort, but its
