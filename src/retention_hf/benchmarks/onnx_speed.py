@@ -22,13 +22,10 @@ from .speed import stock_twin, time_configurations
 
 def run_onnx_speed(learned: dict[float, str], batches, repeats: int, export_dir: str | None = None) -> dict:
     """Export, check parity on the first batch, then time every configuration; returns the results' fields."""
-    first = next(iter(learned.values()))
-    reference = load_retention_model(first)
-    dense = load_retention_model(first, retention_enabled=False)
-    models = {
-        "dense": stock_twin(reference),
-        **{f"rho={r}": load_retention_model(p, retention_ratio=r) for r, p in learned.items()},
-    }
+    retention = {f"rho={r}": load_retention_model(p, retention_ratio=r) for r, p in learned.items()}
+    first = next(iter(retention.values()))
+    dense = load_retention_model(first.name_or_path, retention_enabled=False)
+    models = {"dense": stock_twin(first), **retention}  # the twin shares the first model's tensors
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(export_dir or scratch)
         sessions, export_seconds, parity = {}, {}, {}
