@@ -60,7 +60,8 @@ COMMON = [
     "--report_to=none",
 ]
 DENSE = ["--retention=false", "--learning_rate=5e-5", "--seed=0"]
-RETENTION = ["--learning_rate=2e-5"]
+# no distillation unless a row asks for it (the trainer distils by default from a fine-tuned start like the dense one)
+RETENTION = ["--learning_rate=2e-5", "--distillation_weight=0"]
 # row name -> the arguments that define its recipe (on top of COMMON and RETENTION). Every row spells out the
 # settings that tell the recipes apart, so a row means the same thing whatever the defaults are.
 # The rows measured before per-example budget rounding existed round every layer's count up on its own.
@@ -133,6 +134,12 @@ ROWS = {
     "hybrid-decay-budget-gate1": [*DECAY_BUDGET, "--retention_first_gated_layer=1"],
     # the default with distillation from the dense model (logits, alpha 0.5, temperature 2)
     "hybrid-decay-budget-kd": [*DECAY_BUDGET, "--distillation_weight=0.5"],
+    # the same with the task loss mostly replaced by the teacher's (weight 0.9)
+    "hybrid-decay-budget-kd9": [*DECAY_BUDGET, "--distillation_weight=0.9"],
+    # the distilled default with the dropped tokens carried as one merged slot in the top-k half
+    "hybrid-decay-budget-kd-merge": [*DECAY_BUDGET, "--distillation_weight=0.5", "--retention_merge_dropped=true"],
+    # the distilled default plus the kept tokens' layer outputs matched to the teacher's in the top-k half
+    "hybrid-decay-budget-kd-hidden": [*DECAY_BUDGET, "--distillation_weight=0.5", "--distillation_hidden_weight=5"],
     # hybrid-geometric-budget with distillation from the dense model (logits, alpha 0.5, temperature 2)
     "hybrid-geometric-budget-kd": [*GEOMETRIC_BUDGET, "--distillation_weight=0.5"],
     # the same with the soft phase only as long as the budget warm-up (30 %): exact top-k from then on
@@ -306,18 +313,16 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
         "&& python examples/ablation_budget.py --rows hybrid-decay-budget hybrid-uniform-budget --seeds 1 2 "
         "&& python examples/ablation_budget.py --rows hybrid-decay-budget-gate1 hybrid-decay-budget-kd"
     )
-    if train_set != "8k":
+    if train_set != "8k":  # one command per seed and budget, naming exactly the rows that ran there
         runs = [row for name, row in results.items() if name != "dense"]
-        rows = " ".join(dict.fromkeys(row["row"] for row in runs if row["seed"] == 0))
-        command = f"python examples/ablation_budget.py --train_set {train_set} --rows {rows}"
-        for seed in sorted({row["seed"] for row in runs} - {0}):
-            seeded = [row for row in runs if row["seed"] == seed]
-            rows = " ".join(dict.fromkeys(row["row"] for row in seeded))
-            budgets = " ".join(str(budget) for budget in sorted({row["budget"] for row in seeded}, reverse=True))
-            command += (
-                f" && python examples/ablation_budget.py --train_set {train_set} --rows {rows} "
-                f"--budgets {budgets} --seeds {seed}"
-            )
+        groups: dict[tuple[int, float], list[str]] = {}
+        for row in runs:
+            groups.setdefault((row["seed"], row["budget"]), []).append(row["row"])
+        command = " && ".join(
+            f"python examples/ablation_budget.py --train_set {train_set} --rows {' '.join(dict.fromkeys(rows))} "
+            f"--budgets {budget} --seeds {seed}"
+            for (seed, budget), rows in sorted(groups.items(), key=lambda item: (item[0][0], -item[0][1]))
+        )
     lines += ["", f"Command: `{command}`"]
     (results_dir / "results.md").write_text("\n".join(lines) + "\n")
     for budget in sorted({row["budget"] for name, row in results.items() if name != "dense"}):

@@ -9,6 +9,7 @@ Two stages, both on the SST-2 subset shipped in ``data/sst2`` (8,000 sentences, 
    gates learn a ranking of every token while the target is annealed from 1.0 to the budget; in the
    second half the model trains with exactly the inference-time selection (the decay schedule's
    top-k, tokens physically removed), the scorers still learning through a straight-through gradient.
+   Throughout, the dense model of stage 1 is the teacher: half the loss is the distillation from it.
 
 Both are evaluated on the full SST-2 dev set (872 sentences). The table reports dev accuracy, the
 realised share of the dense work, and eval throughput: the retention model against the same weights

@@ -416,3 +416,65 @@ def test_topk_resume_restores_the_annealed_target(tmp_path):
 def test_bad_selection_arguments(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         make_args(tmp_path, **overrides)
+
+
+# ---------------------------------------------------------------------------------------------- merged slot
+def test_merge_dropped_folds_a_running_mean_of_the_dropped_tokens():
+    from retention_hf.modeling_retention import RetentionEncoder
+
+    hidden = torch.arange(10.0).view(1, 5, 2)  # tokens 0..4, values 2t and 2t+1
+    real = torch.tensor([[True, True, True, True, False]])
+    slots, valid = torch.tensor([[0, 2, 1]]), torch.tensor([[True, True, False]])  # keeps 0 and 2 of 0..3
+    merged, mass = RetentionEncoder._merge_dropped(hidden, real, slots, valid, torch.zeros(1, 1, 2), torch.zeros(1))
+    assert mass.tolist() == [2.0]  # tokens 1 and 3 (token 4 is padding)
+    torch.testing.assert_close(merged, torch.tensor([[[4.0, 5.0]]]))  # mean of (2, 3) and (6, 7)
+    # the next gate sees the compacted slots (tokens 0 and 2, then the filler) and keeps token 2 only: token 0
+    # joins the merged slot, which weighs its earlier mean by its two tokens
+    compact, compact_real = hidden[:, [0, 2, 1]], torch.tensor([[True, True, False]])
+    again, mass = RetentionEncoder._merge_dropped(
+        compact, compact_real, torch.tensor([[1]]), torch.tensor([[True]]), merged, mass
+    )
+    assert mass.tolist() == [3.0]
+    torch.testing.assert_close(again, torch.tensor([[[(2 + 6 + 0) / 3, (3 + 7 + 1) / 3]]]))
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_merged_slot_takes_one_kept_slot_and_changes_the_outputs(family, attention):
+    inputs = family.inputs([16, 9, 4], seq_len=16)
+    plain = make_model(family, "sequence", attn_implementation=attention, retention_ratio=0.5)
+    merging = make_model(family, "sequence", attn_implementation=attention, retention_ratio=0.5)
+    merging.config.retention_merge_dropped = True
+    with torch.no_grad():
+        expected, outputs = plain(**inputs), merging(**inputs)
+    # the same number of slots per layer (one of them the merged slot), one real token fewer where it exists
+    assert outputs.kept_counts.tolist() == expected.kept_counts.tolist()
+    real = torch.stack([(positions >= 0).sum(dim=1) for positions in outputs.kept_positions], dim=1)
+    dropped = expected.kept_counts < inputs["attention_mask"].sum(dim=1, keepdim=True)
+    has_slot = dropped.long().cummax(dim=1).values.bool()
+    assert (real == outputs.kept_counts - has_slot.long()).all() and has_slot.any()
+    assert not torch.allclose(outputs.logits, expected.logits)
+    # nothing dropped, nothing merged: the plain model's outputs
+    with torch.no_grad():
+        full, plain_full = merging(**inputs, retention_ratio=1.0), plain(**inputs, retention_ratio=1.0)
+    torch.testing.assert_close(full.logits, plain_full.logits, atol=1e-5, rtol=0)
+
+
+def test_merged_slot_trains_the_dropped_tokens_and_is_not_exported(family):
+    model = topk_training_model(family, "sequence")
+    model.config.retention_merge_dropped = True
+    inputs = family.inputs([16, 9, 4], seq_len=16)
+    embeddings = model.base_model.embeddings.word_embeddings.weight
+    model(**inputs, labels=torch.tensor([0, 1, 2])).loss.backward()
+    ids = inputs["input_ids"]
+    model.eval()
+    with torch.no_grad():
+        kept = set(model(**inputs).kept_positions[-1][0].tolist())
+    dropped_ids = {int(ids[0, t]) for t in range(16) if t not in kept} - {int(ids[0, t]) for t in kept}
+    assert dropped_ids and all(embeddings.grad[i].abs().sum() > 0 for i in dropped_ids)
+    with pytest.raises(NotImplementedError, match="retention_merge_dropped cannot be traced"):
+        torch.export.export(model, (), {"input_ids": ids, "attention_mask": inputs["attention_mask"]}, strict=False)
+    pytest.importorskip("onnx")
+    from retention_hf.export import to_onnx
+
+    with pytest.raises(NotImplementedError, match="retention_merge_dropped=True is not exportable to ONNX yet"):
+        to_onnx(model, "unused")

@@ -377,6 +377,97 @@ def test_distillation_arguments_are_validated(tmp_path):
         make_args(tmp_path, distillation_weight=1.5)
     with pytest.raises(ValueError, match="distillation_temperature must be > 0, got 0.0"):
         make_args(tmp_path, distillation_temperature=0.0)
+    with pytest.raises(ValueError, match="distillation_hidden_weight must be a finite number >= 0, got -1.0"):
+        make_args(tmp_path, distillation_hidden_weight=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("architectures", "weight"),
+    [
+        (None, 0.0),
+        (["BertModel"], 0.0),
+        (["BertForSequenceClassification"], 0.5),
+        (["BertForTokenClassification"], 0.0),
+    ],
+)
+def test_distillation_by_default_only_from_a_fine_tuned_head(tmp_path, architectures, weight):
+    torch.manual_seed(0)
+    model = BERT.classes["sequence"][0](BERT.config(architectures=architectures))
+    args = make_args(tmp_path)
+    assert args.distillation_weight is None
+    trainer = RetentionTrainer(model=model, args=args, train_dataset=random_dataset(), data_collator=collate)
+    assert trainer.distillation_weight == weight
+    assert (trainer.teacher_model is not None) == (weight > 0)
+    # an explicit weight, or a teacher given to the trainer, decides instead
+    assert RetentionTrainer(model=model, args=make_args(tmp_path, distillation_weight=0.0)).teacher_model is None
+    teacher = BERT.classes["sequence"][0](BERT.config())
+    given = RetentionTrainer(model=model, args=args, teacher_model=teacher)
+    assert given.distillation_weight == 0.5 and given.teacher_model is teacher
+    # a dense run (retention off) distils from nothing by default
+    model.config.retention_enabled = False
+    assert RetentionTrainer(model=model, args=args).distillation_weight == 0.0
+
+
+def test_a_head_without_logits_is_not_distilled(tmp_path):
+    import retention_hf as rh
+
+    scorer = rh.RetentionBertForSentenceScoring(BERT.config(architectures=["RetentionBertForSentenceScoring"]))
+    assert RetentionTrainer(model=scorer, args=make_args(tmp_path)).distillation_weight == 0.0
+    with pytest.raises(ValueError, match="distillation_weight=0.5: RetentionBertForSentenceScoring has no logits"):
+        RetentionTrainer(model=scorer, args=make_args(tmp_path, distillation_weight=0.5))
+
+
+def test_hidden_state_distillation_matches_kept_tokens_to_the_teacher_positions():
+    from retention_hf.distillation import hidden_state_distillation_loss
+
+    torch.manual_seed(0)
+    model = BERT.classes["sequence"][0](BERT.config(retention_ratio=0.5)).eval()
+    input_ids = torch.randint(3, 99, (2, 14))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 9:] = 0
+    with torch.no_grad():
+        student = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        model.config.retention_enabled = False
+        teacher = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    loss = hidden_state_distillation_loss(student.hidden_states, student.kept_positions, teacher.hidden_states)
+    assert loss.shape == (2,)
+    # the same sum written out: each layer's kept real tokens against the teacher at their positions
+    for row in range(2):
+        layers = []
+        for layer, positions in enumerate(student.kept_positions):
+            errors = [
+                (student.hidden_states[layer + 1][row, slot] - teacher.hidden_states[layer + 1][row, position])
+                .pow(2)
+                .mean()
+                for slot, position in enumerate(positions[row].tolist())
+                if position >= 0
+            ]
+            layers.append(torch.stack(errors).mean())
+        assert loss[row].item() == pytest.approx(torch.stack(layers).mean().item(), rel=1e-5)
+    assert (student.kept_counts < attention_mask.sum(1, keepdim=True)).any() and (loss > 0).all()
+    # with every token kept the outputs are the teacher's
+    with torch.no_grad():
+        model.config.retention_enabled = True
+        full = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, retention_ratio=1.0)
+    same = hidden_state_distillation_loss(full.hidden_states, full.kept_positions, teacher.hidden_states)
+    assert same.abs().max().item() < 1e-10
+    with pytest.raises(ValueError, match="got 3 student and 5 teacher hidden states, 4 position tensors"):
+        hidden_state_distillation_loss(student.hidden_states[:3], student.kept_positions, teacher.hidden_states)
+
+
+def test_hidden_state_distillation_in_topk_steps(tmp_path):
+    trainer = make_trainer(
+        tmp_path, retention_ratio=0.5, selection_training="topk", distillation_hidden_weight=2.0, max_steps=3
+    )
+    assert trainer.teacher_model is not None and trainer.teacher_model.config.retention_enabled is False
+    trainer.train()
+    for entry in train_logs(trainer):
+        assert entry["hidden_distillation_loss"] > 0
+        assert entry["loss"] == pytest.approx(entry["task_loss"] + 2.0 * entry["hidden_distillation_loss"], rel=1e-4)
+    # the soft (Hard-Concrete) steps have no kept positions: logits distillation only
+    soft = make_trainer(tmp_path, retention_ratio=0.5, distillation_hidden_weight=2.0, max_steps=2)
+    soft.train()
+    assert all("hidden_distillation_loss" not in entry for entry in train_logs(soft))
 
 
 def test_topk_finetune_trains_the_final_steps_with_inference_selection(tmp_path):

@@ -229,6 +229,10 @@ class RetentionConfig:
             ``"full"``: every scorer weight, as in the paper.
         retention_detach_scorer_input: The scorers read the hidden states without sending gradients back
             into the encoder.
+        retention_merge_dropped: With top-k selection (inference and top-k training), the tokens a gate
+            drops are not lost: their mean hidden state rides along as one extra slot, which takes one of the
+            kept slots (so the budget is unchanged) and counts as many keys in attention as the tokens it
+            holds. Later gates fold the tokens they drop into it. It needs eager or sdpa attention.
     """
 
     base_model_type: ClassVar[str] = ""
@@ -272,6 +276,7 @@ class RetentionConfig:
     retention_budget_cost: Literal["probability", "l0"] = validated_field(_check_budget_cost, default="probability")
     retention_detach_scorer_input: bool = True
     retention_budget_gradient: Literal["bias", "full"] = "bias"
+    retention_merge_dropped: bool = False
 
     @classmethod
     def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:

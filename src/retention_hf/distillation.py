@@ -3,7 +3,8 @@
 With a fine-tuned dense model as the teacher, the retention student learns to reproduce the dense
 predictions from fewer tokens (the usual recipe of token-pruning work). Works for every head:
 sequence logits ``(batch, classes)``, token logits ``(batch, seq, classes)`` and extractive-QA
-start/end logits ``(batch, seq)``.
+start/end logits ``(batch, seq)``. :func:`hidden_state_distillation_loss` adds the layers' outputs for the
+tokens that top-k selection kept.
 """
 
 from __future__ import annotations
@@ -34,3 +35,39 @@ def distillation_loss(student, teacher, attention_mask: torch.Tensor, temperatur
         mask = attention_mask.to(divergence.dtype)
         return (divergence * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
     return divergence
+
+
+def hidden_state_distillation_loss(
+    student_hidden_states: tuple[torch.Tensor, ...],
+    kept_positions: tuple[torch.Tensor, ...],
+    teacher_hidden_states: tuple[torch.Tensor, ...],
+) -> torch.Tensor:
+    """Per-example ``(batch,)`` mean squared error between every layer's output for the kept tokens and the
+    dense teacher's output of the same layer at the same original positions.
+
+    ``student_hidden_states`` are a compacted retention forward's (the input of the first layer, then one
+    ``(batch, n_l, hidden)`` entry per layer), ``kept_positions`` its ``(batch, n_l)`` original positions
+    (-1 for an empty slot) and ``teacher_hidden_states`` a dense forward's (``(batch, seq, hidden)``, the
+    embeddings first). Each layer's error is averaged over the hidden size and the example's kept tokens,
+    then over the layers.
+    """
+    if (
+        len(student_hidden_states) != len(teacher_hidden_states)
+        or len(kept_positions) != len(student_hidden_states) - 1
+    ):
+        raise ValueError(
+            f"hidden-state distillation needs one hidden state per layer and the input on both sides, and the kept "
+            f"positions of every layer: got {len(student_hidden_states)} student and {len(teacher_hidden_states)} "
+            f"teacher hidden states, {len(kept_positions)} position tensors"
+        )
+    per_layer = []  # a merged slot (``retention_merge_dropped``) sits after the kept positions: not distilled
+    for student, positions, teacher in zip(
+        student_hidden_states[1:], kept_positions, teacher_hidden_states[1:], strict=True
+    ):
+        valid = positions >= 0
+        index = positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, teacher.shape[-1])
+        target = teacher.gather(1, index)
+        student = student[:, : positions.shape[1]]
+        error = (student.float() - target.float()).pow(2).mean(dim=-1) * valid
+        per_layer.append(error.sum(dim=1) / valid.sum(dim=1).clamp(min=1))
+    return torch.stack(per_layer, dim=1).mean(dim=1)

@@ -146,6 +146,11 @@ def to_onnx(
     above 1e-4, or a different kept count, raises. Returns the path of ``model.onnx``.
     """
     require_onnx()
+    if getattr(model.config, "retention_merge_dropped", False):
+        raise NotImplementedError(
+            "retention_merge_dropped=True is not exportable to ONNX yet: export the model without it (at its "
+            "accuracy without the merged slot) or serve it with PyTorch"
+        )
     names, outputs = input_names(model, tokenizer), output_names(model)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

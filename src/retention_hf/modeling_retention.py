@@ -200,11 +200,11 @@ class RetentionEncoder(nn.Module):
             hidden_states, attention_mask, protected, restore_dropped_tokens, retention_ratio, **kwargs
         )
 
-    def _check_training_attention(self) -> None:
+    def _check_training_attention(self, what: str = "Training with retention applies the gates") -> None:
         if self.config._attn_implementation not in ("eager", "sdpa"):
             raise ValueError(
-                f"Training with retention applies the gates as an additive attention mask, which needs "
-                f"attn_implementation 'eager' or 'sdpa', got {self.config._attn_implementation!r}"
+                f"{what} as an additive attention mask, which needs attn_implementation 'eager' or 'sdpa', got "
+                f"{self.config._attn_implementation!r}"
             )
 
     def _mask(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor | None:
@@ -300,6 +300,13 @@ class RetentionEncoder(nn.Module):
         restored = hidden_states if restore else None
         log_gate = None  # straight-through: the kept tokens' accumulated s - sg(s) (value 0)
         kept_positions, kept_counts = [], []
+        merge = config.retention_merge_dropped
+        if merge:  # the dropped tokens' mean rides along as one extra slot, weighted in attention by its count
+            if traced:
+                raise NotImplementedError("retention_merge_dropped cannot be traced (exported) yet")
+            self._check_training_attention("retention_merge_dropped weights the merged slot's attention")
+            merged = hidden_states.new_zeros(batch_size, 1, hidden_states.shape[-1])
+            mass = hidden_states.new_zeros(batch_size)
         for index, layer in enumerate(self.layer):
             if str(index) in self.gates:
                 scores = None
@@ -312,6 +319,9 @@ class RetentionEncoder(nn.Module):
                 else:
                     keep = scheduled[:, index]
                     keep_host = None if traced else [row[index] for row in scheduled_host]
+                if merge:  # the merged slot counts as one of the kept slots
+                    keep = self._make_room_for_merged(keep, current, mass, protected)
+                    keep_host = keep.tolist()
                 if traced or any(k < c for k, c in zip(keep_host, current_host, strict=True)):
                     if scores is None:
                         detach = training and config.retention_detach_scorer_input
@@ -330,6 +340,8 @@ class RetentionEncoder(nn.Module):
                     else:
                         width = max(keep_host)
                     slots, valid = select_kept_slots(selection_scores, real, protected, keep, width)
+                    if merge:
+                        merged, mass = self._merge_dropped(hidden_states, real, slots, valid, merged, mass)
                     if restore:
                         restored = scatter_to_positions(restored, hidden_states, positions)
                     hidden_states = gather_slots(hidden_states, slots)
@@ -346,11 +358,17 @@ class RetentionEncoder(nn.Module):
                         mask = self._mask(hidden_states, real)
                     current, current_host = keep, keep_host
             kept_positions.append(positions.masked_fill(~real, -1))
-            kept_counts.append(real.sum(dim=1))
+            kept_counts.append(real.sum(dim=1) + (mass > 0).long() if merge else real.sum(dim=1))
             layer_input = hidden_states
             if log_gate is not None:
                 layer_input = hidden_states * torch.exp(log_gate).unsqueeze(-1).to(hidden_states.dtype)
-            hidden_states = layer(layer_input, mask, **kwargs)
+            if merge:
+                weights = real.float() if log_gate is None else real.float() * torch.exp(log_gate)
+                mask = additive_key_mask(torch.cat([weights, mass.unsqueeze(1).float()], dim=1), hidden_states.dtype)
+                output = layer(torch.cat([layer_input, merged], dim=1), mask, **kwargs)
+                hidden_states, merged = output[:, :-1], output[:, -1:]
+            else:
+                hidden_states = layer(layer_input, mask, **kwargs)
         if restore:  # padding slots are restored too, so that rho = 1 reproduces the stock outputs everywhere
             hidden_states = scatter_to_positions(restored, hidden_states, positions)
 
@@ -363,6 +381,26 @@ class RetentionEncoder(nn.Module):
             "layer_keep_ratio": layer_keep_ratio,
         }
         return _EncoderResult(hidden_states, statistics)
+
+    @staticmethod
+    def _make_room_for_merged(
+        keep: torch.Tensor, current: torch.Tensor, mass: torch.Tensor, protected: torch.Tensor
+    ) -> torch.Tensor:
+        """Real tokens to keep when the merged slot takes one of the ``keep`` slots: one fewer in every row that
+        has or is about to get a merged slot, never fewer than its protected tokens or one token."""
+        has_slot = (mass > 0) | (keep < current)
+        floor = protected.sum(dim=1).clamp(min=1)
+        return torch.minimum(keep, torch.maximum(keep - has_slot.long(), floor))
+
+    @staticmethod
+    def _merge_dropped(hidden_states, real, slots, valid, merged, mass) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold the real tokens this gate drops into the merged slot: the running mean of every dropped token,
+        each counted once, and their number (``mass``)."""
+        kept = torch.zeros_like(real).scatter(1, slots, valid)
+        dropped = (real & ~kept).unsqueeze(-1).to(hidden_states.dtype)
+        new_mass = mass + dropped.sum(dim=(1, 2))
+        total = merged * mass.view(-1, 1, 1) + (hidden_states * dropped).sum(dim=1, keepdim=True)
+        return total / new_mass.clamp(min=1.0).view(-1, 1, 1), new_mass
 
     # -------------------------------------------------------------------------------- train: soft gates
     def _soft_forward(self, hidden_states, attention_mask, protected, restore, **kwargs) -> _EncoderResult:

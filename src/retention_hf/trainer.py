@@ -20,9 +20,9 @@ from transformers.utils import logging
 
 from .budget import BudgetController
 from .configuration_retention import RetentionConfig
-from .distillation import distillation_loss
+from .distillation import distillation_loss, hidden_state_distillation_loss
 from .model_card import RetentionModelCardData, write_model_card
-from .training_args import RetentionTrainingArguments
+from .training_args import DEFAULT_DISTILLATION_WEIGHT, RetentionTrainingArguments
 
 
 logger = logging.get_logger(__name__)
@@ -40,6 +40,23 @@ def _frozen_dense_copy(model: torch.nn.Module) -> torch.nn.Module:
     teacher = copy.deepcopy(model)  # the copy's modules share one copied config
     teacher.config.retention_enabled = False
     return teacher
+
+
+# the heads whose outputs ``distillation_loss`` compares (logits, or start and end logits)
+DISTILLABLE_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
+
+
+def _head(model: torch.nn.Module) -> str | None:
+    name = type(model).__name__
+    return name[name.index("For") :] if "For" in name else None
+
+
+def _has_fine_tuned_head(model: torch.nn.Module) -> bool:
+    """Whether the checkpoint the model was loaded from carried this task head (``config.architectures`` names
+    ``...For<Task>``), so that a dense copy of it is a teacher: a model built from a pretrained encoder alone
+    (``BertModel``) has a fresh head, and distilling from that would teach noise."""
+    head = _head(model)
+    return head is not None and any(arch.endswith(head) for arch in model.config.architectures or ())
 
 
 def _resolve_steps(value: float, max_steps: int) -> int:
@@ -138,8 +155,29 @@ class RetentionTrainer(Trainer):
         self.add_callback(_BudgetCallback(self))
         if getattr(model, "model_card_data", None) is None:  # what the saved card is rendered from
             model.model_card_data = RetentionModelCardData(base_model=config.name_or_path or None)
+        self.distillation_weight = args.distillation_weight
+        distillable = _head(model) in DISTILLABLE_HEADS
+        if self.distillation_weight and not distillable:
+            raise ValueError(
+                f"distillation_weight={self.distillation_weight}: {type(model).__name__} has no logits to distil; "
+                f"distillation covers the heads {', '.join(DISTILLABLE_HEADS)}"
+            )
+        if self.distillation_weight is None:
+            teacher = distillable and (
+                teacher_model is not None or (config.retention_enabled and _has_fine_tuned_head(model))
+            )
+            self.distillation_weight = DEFAULT_DISTILLATION_WEIGHT if teacher else 0.0
+            if teacher:
+                reason = "distilling from the dense teacher"
+            elif not distillable:
+                reason = f"{type(model).__name__} has no logits to distil"
+            elif not config.retention_enabled:
+                reason = "retention is off (a dense run)"
+            else:
+                reason = f"no teacher, {type(model).__name__}'s head is not fine-tuned ({config.architectures})"
+            logger.info(f"distillation_weight={self.distillation_weight}: {reason}")
         self.teacher_model = None
-        if args.distillation_weight > 0:
+        if self.distillation_weight > 0 or args.distillation_hidden_weight > 0:
             self.teacher_model = teacher_model if teacher_model is not None else _frozen_dense_copy(model)
             self.teacher_model.to(self.args.device).eval().requires_grad_(False)
 
@@ -203,6 +241,9 @@ class RetentionTrainer(Trainer):
         topk_training = model.training and config.retention_enabled and config.retention_train_with_topk
         if topk_training:  # top-k at the budget target of this step (annealed during the warm-up)
             inputs = {**inputs, "retention_ratio": self.budget.current_target()}
+        distil_hidden = topk_training and self.args.distillation_hidden_weight > 0
+        if distil_hidden:  # the kept tokens' layer outputs, matched to the teacher's
+            inputs = {**inputs, "output_hidden_states": True}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if not model.training:
             return (loss, outputs) if return_outputs else loss
@@ -212,11 +253,20 @@ class RetentionTrainer(Trainer):
         scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
         divisor = 1 if scaled else self.current_gradient_accumulation_steps
         self._record("task_loss", loss, divisor)
-        if self.teacher_model is not None:
-            weight = self.args.distillation_weight
-            distillation = self._normalise(self._distillation(outputs, inputs), scaled)
-            self._record("distillation_loss", distillation, divisor)
-            loss = (1 - weight) * loss + weight * distillation
+        weight = self.distillation_weight
+        if weight > 0 or distil_hidden:
+            teacher_outputs = self._teacher_outputs(inputs)
+            if weight > 0:
+                distillation = self._normalise(self._distillation(outputs, teacher_outputs, inputs), scaled)
+                self._record("distillation_loss", distillation, divisor)
+                loss = (1 - weight) * loss + weight * distillation
+            if distil_hidden:
+                hidden = hidden_state_distillation_loss(
+                    outputs["hidden_states"], outputs["kept_positions"], teacher_outputs["hidden_states"]
+                )
+                hidden = self._normalise(hidden, scaled)
+                self._record("hidden_distillation_loss", hidden, divisor)
+                loss = loss + self.args.distillation_hidden_weight * hidden
         expected = outputs.get("expected_keep_ratio")
         if expected is not None:  # retention enabled: the budget penalty
             penalty = self.budget.penalty(expected, reduce=lambda values: self._normalise(values, scaled))
@@ -239,11 +289,13 @@ class RetentionTrainer(Trainer):
     def _record(self, name: str, value: torch.Tensor, divisor: int) -> None:
         self._step_losses[name] = self._step_losses.get(name, 0.0) + value.detach() / divisor
 
-    def _distillation(self, outputs, inputs) -> torch.Tensor:
+    def _teacher_outputs(self, inputs):
         student_only = ("labels", "start_positions", "end_positions", "retention_ratio")
         teacher_inputs = {k: v for k, v in inputs.items() if k not in student_only}
         with torch.no_grad():
-            teacher_outputs = self.teacher_model(**teacher_inputs)
+            return self.teacher_model(**teacher_inputs)
+
+    def _distillation(self, outputs, teacher_outputs, inputs) -> torch.Tensor:
         mask = inputs.get("attention_mask")
         if mask is None:
             mask = torch.ones(outputs["logits" if "logits" in outputs else "start_logits"].shape[:2])

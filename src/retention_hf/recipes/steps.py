@@ -67,6 +67,9 @@ class ModelArguments:
     retention_detach_scorer_input: bool | None = field(
         default=None, metadata={"help": "Stop the scorer gradient at its input."}
     )
+    retention_merge_dropped: bool | None = field(
+        default=None, metadata={"help": "Carry the dropped tokens' mean as one extra slot (top-k selection)."}
+    )
 
 
 RETENTION_OVERRIDES = (
@@ -78,6 +81,7 @@ RETENTION_OVERRIDES = (
     "retention_count_rounding",
     "retention_detach_scorer_input",
     "retention_budget_gradient",
+    "retention_merge_dropped",
 )
 
 
