@@ -307,6 +307,7 @@ class RetentionEncoder(nn.Module):
             self._check_training_attention("retention_merge_dropped weights the merged slot's attention")
             merged = hidden_states.new_zeros(batch_size, 1, hidden_states.shape[-1])
             mass = hidden_states.new_zeros(batch_size)
+            mask = self._key_mask_with_merged(real, log_gate, mass, hidden_states.dtype)
         for index, layer in enumerate(self.layer):
             if str(index) in self.gates:
                 scores = None
@@ -353,6 +354,9 @@ class RetentionEncoder(nn.Module):
                         kept_scores = gather_slots(scores, slots)
                         delta = (kept_scores - kept_scores.detach()).masked_fill(protected | ~real, 0.0)
                         log_gate = delta if log_gate is None else gather_slots(log_gate, slots) + delta
+                    if merge:
+                        mask = self._key_mask_with_merged(real, log_gate, mass, hidden_states.dtype)
+                    elif straight_through:
                         mask = additive_key_mask(real.float() * torch.exp(log_gate), hidden_states.dtype)
                     else:
                         mask = self._mask(hidden_states, real)
@@ -363,8 +367,6 @@ class RetentionEncoder(nn.Module):
             if log_gate is not None:
                 layer_input = hidden_states * torch.exp(log_gate).unsqueeze(-1).to(hidden_states.dtype)
             if merge:
-                weights = real.float() if log_gate is None else real.float() * torch.exp(log_gate)
-                mask = additive_key_mask(torch.cat([weights, mass.unsqueeze(1).float()], dim=1), hidden_states.dtype)
                 output = layer(torch.cat([layer_input, merged], dim=1), mask, **kwargs)
                 hidden_states, merged = output[:, :-1], output[:, -1:]
             else:
@@ -391,6 +393,13 @@ class RetentionEncoder(nn.Module):
         has_slot = (mass > 0) | (keep < current)
         floor = protected.sum(dim=1).clamp(min=1)
         return torch.minimum(keep, torch.maximum(keep - has_slot.long(), floor))
+
+    @staticmethod
+    def _key_mask_with_merged(real, log_gate, mass, dtype: torch.dtype) -> torch.Tensor:
+        """The kept tokens' additive key mask (with their straight-through gates), plus the merged slot's key,
+        weighted by the number of tokens it holds (``log(mass)``; left out while it holds none)."""
+        weights = real.float() if log_gate is None else real.float() * torch.exp(log_gate)
+        return additive_key_mask(torch.cat([weights, mass.unsqueeze(1).float()], dim=1), dtype)
 
     @staticmethod
     def _merge_dropped(hidden_states, real, slots, valid, merged, mass) -> tuple[torch.Tensor, torch.Tensor]:
