@@ -77,6 +77,14 @@ DECAY_BUDGET = [
     "--retention_schedule_decay=0.8",
     "--retention_count_rounding=budget",
 ]
+TOPK_DECAY_BUDGET = [
+    "--selection_training=topk",
+    "--topk_finetune_steps=0",
+    "--topk_straight_through=true",
+    "--retention_schedule=decay",
+    "--retention_schedule_decay=0.8",
+    "--retention_count_rounding=budget",
+]
 ROWS = {
     # (c) the recipe before this ablation: Hard-Concrete, cost p = sigmoid(s) on the biases, then top-k for the
     # last 30 % of the steps with the learned schedule and the scorers frozen in effect
@@ -140,6 +148,14 @@ ROWS = {
     "hybrid-decay-budget-kd-merge": [*DECAY_BUDGET, "--distillation_weight=0.5", "--retention_merge_dropped=true"],
     # the distilled default plus the kept tokens' layer outputs matched to the teacher's in the top-k half
     "hybrid-decay-budget-kd-hidden": [*DECAY_BUDGET, "--distillation_weight=0.5", "--distillation_hidden_weight=5"],
+    # the distilled default trained for two epochs instead of one (each phase one epoch)
+    "hybrid-decay-budget-kd-2ep": [*DECAY_BUDGET, "--distillation_weight=0.5", "--num_train_epochs=2"],
+    # the distilled default with every gate's scores also taught the dense teacher's attention rollout
+    "hybrid-decay-budget-kd-rank": [*DECAY_BUDGET, "--distillation_weight=0.5", "--distillation_ranking_weight=1"],
+    # top-k from the start (exact budget after the warm-up), distilled, the scores taught the teacher's rollout
+    "topk-decay-budget-kd-rank": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--distillation_ranking_weight=1"],
+    # the same without the ranking term (its control)
+    "topk-decay-budget-kd": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5"],
     # hybrid-geometric-budget with distillation from the dense model (logits, alpha 0.5, temperature 2)
     "hybrid-geometric-budget-kd": [*GEOMETRIC_BUDGET, "--distillation_weight=0.5"],
     # the same with the soft phase only as long as the budget warm-up (30 %): exact top-k from then on

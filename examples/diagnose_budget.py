@@ -7,6 +7,11 @@ For one checkpoint, at one budget, every row scores the same sentences with the 
 * the learned selection, as trained;
 * the attention a token received in the previous layer (PoWER-BERT / LTP) instead of the learned scores,
   at the same per-layer counts: is the learned ranking the weak part?
+* oracle rankings, at the same counts: the attention rollout of the same weights with retention off (how much
+  the [CLS] output draws on each token, Abnar and Zuidema 2020; what ``distillation_ranking_weight`` teaches)
+  and the gradient x input saliency of the predicted class. They need a dense pass first, so they are not
+  selections a fast model can use: if the learned ranking matches them, the accuracy is lost to the budget
+  itself rather than to the ranking;
 * the learned selection with one gate switched off at a time (that gate drops nothing, so the budget spent
   rises): which layer's drop costs the most?
 * the learned scores under other schedules at the same budget (uniform, geometric): does the split of
@@ -19,15 +24,101 @@ For one checkpoint, at one budget, every row scores the same sentences with the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest import mock
 
 import torch
+from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import retention_hf  # noqa: F401  (registers the retention classes with the Auto classes)
+from retention_hf import modeling_retention
 from retention_hf.baselines import baseline_selection
+from retention_hf.distillation import attention_rollout
+from retention_hf.gates import gather_slots
+
+
+class OracleScorer(nn.Module):
+    """Scores every current slot with a per-position importance computed before the pass (shared by all gates)."""
+
+    def __init__(self, state: dict):
+        super().__init__()
+        self.state = state
+
+    def forward(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        return self.state["scores"]
+
+
+@contextlib.contextmanager
+def oracle_selection(model) -> Iterator[dict]:
+    """Within the block the gates rank by ``state["scores"]`` (one ``(batch, seq)`` importance per input token,
+    set before each call), which follows the kept slots from gate to gate."""
+    state: dict = {"scores": None}
+    select = modeling_retention.select_kept_slots
+
+    def select_and_follow(scores, real, protected, keep, width):
+        slots, valid = select(scores, real, protected, keep, width)
+        state["scores"] = gather_slots(state["scores"], slots)
+        return slots, valid
+
+    encoder = model.base_model.encoder
+    learned = encoder.gates
+    encoder.gates = nn.ModuleDict({key: OracleScorer(state) for key in learned})
+    try:
+        with mock.patch.object(modeling_retention, "select_kept_slots", select_and_follow):
+            yield state
+    finally:
+        encoder.gates = learned
+
+
+def dense(model, batch, **kwargs):
+    model.config.retention_enabled = False
+    try:
+        return model(**batch, **kwargs)
+    finally:
+        model.config.retention_enabled = True
+
+
+@torch.no_grad()
+def rollout_importance(model, batch) -> torch.Tensor:
+    attentions = dense(model, batch, output_attentions=True).attentions
+    return attention_rollout(attentions, batch["attention_mask"], "first")[0]
+
+
+def saliency_importance(model, batch) -> torch.Tensor:
+    """|gradient x input| of the predicted class's logit at the word embeddings, retention off."""
+    captured = {}
+
+    def keep_grad(module, args, output):
+        output.retain_grad()
+        captured["embeddings"] = output
+
+    hook = model.get_input_embeddings().register_forward_hook(keep_grad)
+    try:
+        logits = dense(model, batch).logits
+    finally:
+        hook.remove()
+    logits.gather(1, logits.argmax(dim=-1, keepdim=True)).sum().backward()
+    embeddings = captured["embeddings"]
+    model.zero_grad()
+    return (embeddings.grad * embeddings).sum(dim=-1).abs().detach()
+
+
+def score_with_oracle(model, batches, importance: Callable) -> dict[str, float]:
+    with oracle_selection(model) as state:
+        correct = kept = total = 0
+        for batch, labels in batches:
+            state["scores"] = importance(model, batch).float()
+            with torch.no_grad():
+                outputs = model(**batch)
+            correct += (outputs.logits.argmax(dim=-1) == labels).sum().item()
+            kept += outputs.keep_ratio.sum().item()
+            total += len(labels)
+    return {"accuracy": correct / total, "keep_ratio": kept / total}
 
 
 @torch.no_grad()
@@ -78,6 +169,10 @@ def main() -> None:
     results["learned selection"] = score(model, batches)
     with baseline_selection(model, "attention"):
         results["attention received, same counts"] = score(model, batches)
+    results["oracle: attention rollout of the same weights, same counts"] = score_with_oracle(
+        model, batches, rollout_importance
+    )
+    results["oracle: gradient x input saliency, same counts"] = score_with_oracle(model, batches, saliency_importance)
     for layer in model.config.retention_gated_layers:
         previous = 1.0 if layer == 0 else schedule[layer - 1]
         explicit(model, [previous if index == layer else ratio for index, ratio in enumerate(schedule)])

@@ -81,3 +81,27 @@ def test_bad_baseline_requests(family):
         baseline_selection(sdpa, "attention"),
     ):
         pass
+
+
+def test_the_diagnosis_oracle_ranks_by_a_fixed_importance_at_every_gate(family):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from diagnose_budget import oracle_selection
+
+    model = make_model(family, retention_ratio=0.4)
+    inputs = family.inputs([20, 13], seq_len=20)
+    importance = torch.rand(2, 20, generator=torch.Generator().manual_seed(0))
+    with oracle_selection(model) as state, torch.no_grad():
+        state["scores"] = importance
+        outputs = model(**inputs)
+    assert outputs.kept_counts.tolist() == run(model, inputs).kept_counts.tolist()
+    previous = [list(range(20)), list(range(13))]
+    for positions, counts in zip(outputs.kept_positions, outputs.kept_counts.T, strict=True):
+        for row in range(2):
+            ranked = sorted(previous[row], key=lambda p: (p != 0, -importance[row, p].item()))  # 0 is protected
+            kept = sorted(ranked[: int(counts[row])])
+            assert positions[row][positions[row] >= 0].tolist() == kept
+            previous[row] = kept
+    assert type(model.base_model.encoder.gates["0"]).__name__ != "OracleScorer", "the learned gates are back"

@@ -488,3 +488,113 @@ def test_topk_finetune_trains_the_final_steps_with_inference_selection(tmp_path)
     assert trainer.model.config.retention_learned_schedule == pytest.approx(trainer.budget.learned_schedule())
     changed = [n for n, p in trainer.model.named_parameters() if ".gates." in n and not torch.equal(p, gate_before[n])]
     assert changed, "the gates trained in the first, soft phase"
+
+
+# ---------------------------------------------------------------------------------------------- ranking distillation
+def test_attention_rollout_by_hand():
+    from retention_hf.distillation import attention_rollout
+
+    # two layers, one head, three tokens of which the last is padding in the second row
+    first = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.8, 0.0], [0.0, 1.0, 0.0]])
+    second = torch.tensor([[0.1, 0.9, 0.0], [0.6, 0.4, 0.0], [1.0, 0.0, 0.0]])
+    attentions = (first.expand(2, 1, 3, 3), second.expand(2, 1, 3, 3))
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    eye = torch.eye(3)
+    mixed = [(first + eye) / 2, (second + eye) / 2]
+    full = mixed[1] @ mixed[0]  # output <- layer 1 <- layer 0
+    importance = attention_rollout(attentions, mask, "first")
+    assert len(importance) == 2
+    torch.testing.assert_close(importance[0][0], full[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(importance[1][0], mixed[1][0], rtol=0, atol=1e-6)
+    assert importance[0][1, 2].item() == 0.0, "padding has no importance"
+    everything = attention_rollout(attentions, mask, "all")
+    torch.testing.assert_close(everything[0][0], full.mean(dim=0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(everything[0][1, :2], full[:2, :2].mean(dim=0), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="read_positions must be 'first' or 'all', got 'cls'"):
+        attention_rollout(attentions, mask, "cls")
+
+
+def test_ranking_distillation_loss_teaches_the_order_of_the_candidates():
+    from retention_hf.distillation import ranking_distillation_loss
+
+    importance = (torch.tensor([[0.4, 0.1, 0.2, 0.3], [0.5, 0.3, 0.2, 0.0]]),) * 2
+    positions = torch.tensor([[-1, 1, 2, 3], [-1, 1, 2, -1]])  # position 0 protected, row 1 padded
+    matching = importance[0].log() + 7.0  # the teacher's log-importance, shifted: the same ranking
+    loss = ranking_distillation_loss((matching, None), (positions, None), importance)
+    assert loss.shape == (2,) and loss.abs().max().item() < 1e-6
+    reversed_scores = -importance[0].log()
+    worse = ranking_distillation_loss((reversed_scores, None), (positions, None), importance)
+    assert (worse > 0.05).all()
+    # a slot the gate cannot drop changes nothing
+    moved = reversed_scores.clone()
+    moved[:, 0] = 100.0
+    moved[1, 3] = -100.0
+    torch.testing.assert_close(ranking_distillation_loss((moved, None), (positions, None), importance), worse)
+    # by hand for row 0: KL(teacher || student) over positions 1-3
+    teacher = importance[0][0, 1:] / importance[0][0, 1:].sum()
+    student = torch.softmax(reversed_scores[0, 1:], dim=0)
+    assert worse[0].item() == pytest.approx((teacher * (teacher / student).log()).sum().item(), rel=1e-5)
+    # averaged over the gates that scored; fewer than two candidates contribute 0
+    two = ranking_distillation_loss((reversed_scores, matching), (positions, positions), importance)
+    torch.testing.assert_close(two, worse / 2)
+    single = torch.tensor([[-1, 1, -1, -1], [-1, -1, -1, -1]])
+    assert ranking_distillation_loss((reversed_scores,), (single,), importance[:1]).abs().max().item() == 0.0
+    with pytest.raises(ValueError, match="got 1 score and 2 position entries, 2 importance tensors"):
+        ranking_distillation_loss((matching,), (positions, None), importance)
+
+
+@pytest.mark.parametrize("family", [BERT, ROBERTA], ids=lambda family: family.name)
+@pytest.mark.parametrize("topk", [False, True])
+def test_training_reports_every_gates_scores_and_candidates(family, topk):
+    torch.manual_seed(0)
+    config = family.config(retention_ratio=0.5, retention_first_gated_layer=1)
+    model = family.classes["sequence"][0](config).train()
+    model.config.retention_train_with_topk = topk
+    input_ids = torch.randint(3, 99, (2, 12))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 8:] = 0
+    outputs = model(input_ids=input_ids, attention_mask=attention_mask)
+    assert len(outputs.gate_scores) == len(outputs.gate_positions) == 4
+    assert outputs.gate_scores[0] is None and outputs.gate_positions[0] is None, "layer 0 has no gate"
+    first = outputs.gate_positions[1]
+    assert first[:, 0].tolist() == [-1, -1], "the first token is protected"
+    assert first[0, 1:].tolist() == list(range(1, 12)) and first[1, 8:].tolist() == [-1] * 4, "padding"
+    for scores, positions in zip(outputs.gate_scores[1:], outputs.gate_positions[1:], strict=True):
+        assert scores.shape == positions.shape and scores.requires_grad
+    # every candidate's score gets a gradient from the ranking term, the ones the gate drops included
+    from retention_hf.distillation import ranking_distillation_loss
+
+    importance = (torch.rand(2, 12),) * 4
+    loss = ranking_distillation_loss(outputs.gate_scores, outputs.gate_positions, importance).sum()
+    scores = outputs.gate_scores[1]
+    (gradient,) = torch.autograd.grad(loss, scores)
+    candidate = outputs.gate_positions[1] >= 0
+    assert (gradient[candidate] != 0).all() and (gradient[~candidate] == 0).all()
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(input_ids=input_ids, attention_mask=attention_mask)
+    assert evaluated.gate_scores is None and evaluated.gate_positions is None
+
+
+@pytest.mark.parametrize("selection", ["hard_concrete", "topk"])
+def test_ranking_distillation_in_training(tmp_path, selection):
+    trainer = make_trainer(
+        tmp_path,
+        retention_ratio=0.5,
+        selection_training=selection,
+        distillation_weight=0.0,
+        distillation_ranking_weight=3.0,
+        max_steps=3,
+    )
+    assert trainer.teacher_model.config._attn_implementation == "eager"
+    assert trainer.model.config._attn_implementation != "eager", "the student keeps its attention"
+    before = {n: p.clone() for n, p in trainer.model.named_parameters() if ".gates." in n}
+    trainer.train()
+    for entry in train_logs(trainer):
+        assert entry["ranking_distillation_loss"] > 0
+        penalty = entry.get("budget_penalty", 0.0)
+        total = entry["task_loss"] + 3.0 * entry["ranking_distillation_loss"] + penalty
+        assert entry["loss"] == pytest.approx(total, rel=1e-4)
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if ".gates." in n)
+    with pytest.raises(ValueError, match="distillation_ranking_weight must be a finite number >= 0, got -1"):
+        make_args(tmp_path, distillation_ranking_weight=-1.0)

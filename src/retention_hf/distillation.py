@@ -71,3 +71,77 @@ def hidden_state_distillation_loss(
         error = (student.float() - target.float()).pow(2).mean(dim=-1) * valid
         per_layer.append(error.sum(dim=1) / valid.sum(dim=1).clamp(min=1))
     return torch.stack(per_layer, dim=1).mean(dim=1)
+
+
+def attention_rollout(
+    attentions: tuple[torch.Tensor, ...], attention_mask: torch.Tensor, read_positions: str = "first"
+) -> tuple[torch.Tensor, ...]:
+    """How much the outputs the head reads draw on each token at each layer's input (attention rollout).
+
+    Abnar and Zuidema (2020): with every layer's head-averaged attention mixed with the residual,
+    ``A'_l = (A_l + I) / 2``, the share of output ``i`` that flows from token ``j`` at the input of layer ``l`` is
+    ``(A'_{L-1} ... A'_l)[i, j]``. The head reads the first token (``read_positions="first"``: sequence
+    classification) or every real token (``"all"``: token-level heads, averaged over them).
+
+    Args:
+        attentions: a dense forward's attention probabilities, one ``(batch, heads, seq, seq)`` per layer.
+        attention_mask: ``(batch, seq)`` padding mask.
+
+    Returns:
+        One ``(batch, seq)`` importance per layer, the input of layer ``l`` at index ``l``; each row sums to 1.
+    """
+    if read_positions not in ("first", "all"):
+        raise ValueError(f"read_positions must be 'first' or 'all', got {read_positions!r}")
+    real = attention_mask.to(attentions[0].device, torch.float32)
+    if read_positions == "first":
+        flow = torch.zeros_like(real)
+        flow[:, 0] = 1.0
+    else:
+        flow = real / real.sum(dim=1, keepdim=True).clamp(min=1.0)
+    importance = []
+    for probabilities in reversed(attentions):
+        mixed = probabilities.float().mean(dim=1)
+        flow = 0.5 * (torch.bmm(flow.unsqueeze(1), mixed).squeeze(1) + flow)
+        importance.append(flow * real)
+    return tuple(reversed(importance))
+
+
+_EXCLUDED = -1e9  # the logit of a slot a gate cannot drop
+
+
+def ranking_distillation_loss(
+    gate_scores: tuple[torch.Tensor | None, ...],
+    gate_positions: tuple[torch.Tensor | None, ...],
+    importance: tuple[torch.Tensor, ...],
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Per-example ``(batch,)`` loss that teaches every gate the teacher's ranking of the tokens it chooses from.
+
+    ``gate_scores`` and ``gate_positions`` are a retention forward's (one entry per layer, ``None`` where no
+    gate scored), ``importance`` the teacher's per-layer token importance (:func:`attention_rollout`). At
+    each gate, over the slots it can drop (``gate_positions >= 0``), this is the KL divergence from the
+    teacher's ``softmax(log(importance) / temperature)`` (at the gate's layer, at the slots' original
+    positions) to ``softmax(scores)``. It depends only on differences of scores, so it shapes the ranking and
+    leaves the level (how many tokens pass a Hard-Concrete gate) to the budget. Averaged over the gates
+    that scored; an example with fewer than two candidates at a gate contributes 0 there.
+    """
+    if not len(gate_scores) == len(gate_positions) == len(importance):
+        raise ValueError(
+            f"ranking distillation needs one entry per layer on every side: got {len(gate_scores)} score and "
+            f"{len(gate_positions)} position entries, {len(importance)} importance tensors"
+        )
+    per_gate = []
+    for scores, positions, layer_importance in zip(gate_scores, gate_positions, importance, strict=True):
+        if scores is None:
+            continue
+        candidate = positions >= 0
+        usable = (candidate.sum(dim=1) >= 2).unsqueeze(1)
+        target = layer_importance.gather(1, positions.clamp(min=0)).clamp(min=1e-12).log() / temperature
+        # a large finite fill rather than -inf: the non-candidates get probability 0 and no NaN reaches a gradient
+        target_log_probs = F.log_softmax(target.masked_fill(~candidate, _EXCLUDED), dim=-1)
+        student_log_probs = F.log_softmax(scores.float().masked_fill(~candidate, _EXCLUDED), dim=-1)
+        divergence = (target_log_probs.exp() * (target_log_probs - student_log_probs)).sum(dim=1)
+        per_gate.append(divergence * usable.squeeze(1))
+    if not per_gate:
+        return importance[0].new_zeros(importance[0].shape[0])
+    return torch.stack(per_gate, dim=1).mean(dim=1)

@@ -76,6 +76,10 @@ class RetentionStatistics:
         expected_keep_ratio: ``(batch,)`` in training: the differentiable expected fraction of the
             dense work under the sampled gates (the quantity the budget constrains).
         expected_layer_keep_ratio: ``(batch, num_layers)`` in training: the same, per layer.
+        gate_scores: In training, one entry per layer: the ``(batch, n_l)`` scores of the slots the gate
+            before that layer chose from, ``None`` where no gate scored (what ranking distillation teaches).
+        gate_positions: In training, the matching ``(batch, n_l)`` original positions of those slots, ``-1``
+            where the gate cannot drop the slot (padding, protected tokens, tokens already dropped).
     """
 
     kept_counts: torch.LongTensor | None = None
@@ -84,6 +88,8 @@ class RetentionStatistics:
     layer_keep_ratio: torch.FloatTensor | None = None
     expected_keep_ratio: torch.FloatTensor | None = None
     expected_layer_keep_ratio: torch.FloatTensor | None = None
+    gate_scores: tuple[torch.FloatTensor, ...] | None = None
+    gate_positions: tuple[torch.LongTensor, ...] | None = None
 
     def retention_statistics(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in RetentionStatistics.__dataclass_fields__}
@@ -300,6 +306,7 @@ class RetentionEncoder(nn.Module):
         restored = hidden_states if restore else None
         log_gate = None  # straight-through: the kept tokens' accumulated s - sg(s) (value 0)
         kept_positions, kept_counts = [], []
+        gate_scores, gate_positions = [None] * len(self.layer), [None] * len(self.layer)
         merge = config.retention_merge_dropped
         if merge:  # the dropped tokens' mean rides along as one extra slot, weighted in attention by its count
             if traced:
@@ -328,6 +335,9 @@ class RetentionEncoder(nn.Module):
                         detach = training and config.retention_detach_scorer_input
                         scorer_input = hidden_states.detach() if detach else hidden_states
                         scores = self.gates[str(index)](scorer_input, real)
+                    if training:
+                        gate_scores[index] = scores
+                        gate_positions[index] = positions.masked_fill(~real | protected, -1)
                     selection_scores = scores.detach()
                     if noise_scale > 0:
                         selection_scores = selection_scores + noise_scale * gumbel_noise(scores.shape, scores.device)
@@ -382,6 +392,8 @@ class RetentionEncoder(nn.Module):
             "keep_ratio": layer_keep_ratio.mean(dim=1),
             "layer_keep_ratio": layer_keep_ratio,
         }
+        if training:
+            statistics.update(gate_scores=tuple(gate_scores), gate_positions=tuple(gate_positions))
         return _EncoderResult(hidden_states, statistics)
 
     @staticmethod
@@ -432,12 +444,15 @@ class RetentionEncoder(nn.Module):
         restored = torch.zeros_like(hidden_states) if restore else None
         mask = self._mask(hidden_states, attention_mask)
         expected_layers, kept_counts = [], []
+        gate_scores, gate_positions = [None] * len(self.layer), [None] * len(self.layer)
         for index, layer in enumerate(self.layer):
             layer_input = hidden_states
             if str(index) in self.gates:
                 alive = gate > 0
                 scorer_input = hidden_states.detach() if config.retention_detach_scorer_input else hidden_states
                 log_alpha = self.gates[str(index)](scorer_input, alive)
+                gate_scores[index] = log_alpha
+                gate_positions[index] = positions.masked_fill(~(alive & real) | protected, -1)
                 sample = torch.where(protected, 1.0, self._sample_gates(log_alpha, positions, seq_len))
                 cost_logits = log_alpha
                 if config.retention_budget_gradient == "bias":  # the budget moves the threshold, the task the ranking
@@ -478,6 +493,8 @@ class RetentionEncoder(nn.Module):
             "layer_keep_ratio": layer_keep_ratio,
             "expected_keep_ratio": expected_layer_keep_ratio.mean(dim=1),
             "expected_layer_keep_ratio": expected_layer_keep_ratio,
+            "gate_scores": tuple(gate_scores),
+            "gate_positions": tuple(gate_positions),
         }
         return _EncoderResult(hidden_states, statistics)
 

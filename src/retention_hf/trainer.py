@@ -20,7 +20,12 @@ from transformers.utils import logging
 
 from .budget import BudgetController
 from .configuration_retention import RetentionConfig
-from .distillation import distillation_loss, hidden_state_distillation_loss
+from .distillation import (
+    attention_rollout,
+    distillation_loss,
+    hidden_state_distillation_loss,
+    ranking_distillation_loss,
+)
 from .model_card import RetentionModelCardData, write_model_card
 from .training_args import DEFAULT_DISTILLATION_WEIGHT, RetentionTrainingArguments
 
@@ -177,9 +182,14 @@ class RetentionTrainer(Trainer):
                 reason = f"no teacher, {type(model).__name__}'s head is not fine-tuned ({config.architectures})"
             logger.info(f"distillation_weight={self.distillation_weight}: {reason}")
         self.teacher_model = None
-        if self.distillation_weight > 0 or args.distillation_hidden_weight > 0:
+        if self.distillation_weight > 0 or args.distillation_hidden_weight > 0 or args.distillation_ranking_weight > 0:
             self.teacher_model = teacher_model if teacher_model is not None else _frozen_dense_copy(model)
             self.teacher_model.to(self.args.device).eval().requires_grad_(False)
+        if args.distillation_ranking_weight > 0 and self.teacher_model.config._attn_implementation != "eager":
+            # the rollout reads attention probabilities, which only eager attention returns
+            logger.info("ranking distillation: the teacher runs with eager attention to return its attention")
+            self.teacher_model.set_attn_implementation("eager")
+        self._rollout_reads = "first" if _head(model) == "ForSequenceClassification" else "all"
 
     # ------------------------------------------------------------------ optimizer
     def create_optimizer(self, model=None):
@@ -254,8 +264,10 @@ class RetentionTrainer(Trainer):
         divisor = 1 if scaled else self.current_gradient_accumulation_steps
         self._record("task_loss", loss, divisor)
         weight = self.distillation_weight
-        if weight > 0 or distil_hidden:
-            teacher_outputs = self._teacher_outputs(inputs)
+        # no gate scores where the step ran dense (retention off, or a budget target of 1)
+        ranking_weight = self.args.distillation_ranking_weight if outputs.get("gate_scores") is not None else 0.0
+        if weight > 0 or distil_hidden or ranking_weight > 0:
+            teacher_outputs = self._teacher_outputs(inputs, output_attentions=ranking_weight > 0)
             if weight > 0:
                 distillation = self._normalise(self._distillation(outputs, teacher_outputs, inputs), scaled)
                 self._record("distillation_loss", distillation, divisor)
@@ -267,6 +279,15 @@ class RetentionTrainer(Trainer):
                 hidden = self._normalise(hidden, scaled)
                 self._record("hidden_distillation_loss", hidden, divisor)
                 loss = loss + self.args.distillation_hidden_weight * hidden
+            if ranking_weight > 0:
+                attentions = teacher_outputs["attentions"]
+                importance = attention_rollout(
+                    attentions, self._padding_mask(inputs, attentions[0].shape[-1]), self._rollout_reads
+                )
+                ranking = ranking_distillation_loss(outputs["gate_scores"], outputs["gate_positions"], importance)
+                ranking = self._normalise(ranking, scaled)
+                self._record("ranking_distillation_loss", ranking, divisor)
+                loss = loss + ranking_weight * ranking
         expected = outputs.get("expected_keep_ratio")
         if expected is not None:  # retention enabled: the budget penalty
             penalty = self.budget.penalty(expected, reduce=lambda values: self._normalise(values, scaled))
@@ -289,18 +310,25 @@ class RetentionTrainer(Trainer):
     def _record(self, name: str, value: torch.Tensor, divisor: int) -> None:
         self._step_losses[name] = self._step_losses.get(name, 0.0) + value.detach() / divisor
 
-    def _teacher_outputs(self, inputs):
+    def _teacher_outputs(self, inputs, output_attentions: bool = False):
         student_only = ("labels", "start_positions", "end_positions", "retention_ratio")
         teacher_inputs = {k: v for k, v in inputs.items() if k not in student_only}
+        if output_attentions:
+            teacher_inputs["output_attentions"] = True
         with torch.no_grad():
             return self.teacher_model(**teacher_inputs)
 
-    def _distillation(self, outputs, teacher_outputs, inputs) -> torch.Tensor:
+    def _padding_mask(self, inputs, seq_len: int) -> torch.Tensor:
         mask = inputs.get("attention_mask")
         if mask is None:
-            mask = torch.ones(outputs["logits" if "logits" in outputs else "start_logits"].shape[:2])
+            batch_size = len(next(iter(inputs.values())))
+            mask = torch.ones(batch_size, seq_len, dtype=torch.long)
+        return mask.to(self.args.device)
+
+    def _distillation(self, outputs, teacher_outputs, inputs) -> torch.Tensor:
+        seq_len = outputs["logits" if "logits" in outputs else "start_logits"].shape[1]
         return distillation_loss(
-            outputs, teacher_outputs, mask.to(self.args.device), self.args.distillation_temperature
+            outputs, teacher_outputs, self._padding_mask(inputs, seq_len), self.args.distillation_temperature
         )
 
     def _close_budget_step(self) -> None:

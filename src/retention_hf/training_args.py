@@ -144,6 +144,15 @@ class RetentionTrainingArguments(TrainingArguments):
             "tokens learn to carry what the dense model had there, with the dropped context gone."
         },
     )
+    distillation_ranking_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "gamma of ranking distillation: loss += gamma * the KL divergence, at every gate, from the dense "
+            "teacher's attention rollout over the tokens the gate chooses from to the softmax of the gate's scores. "
+            "Every candidate token's score learns, dropped ones included (the task gradient reaches kept tokens "
+            "only). Needs a teacher: teacher_model, or the frozen dense copy of the start model."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -187,6 +196,10 @@ class RetentionTrainingArguments(TrainingArguments):
         if not 0.0 <= self.distillation_hidden_weight < float("inf"):
             raise ValueError(
                 f"distillation_hidden_weight must be a finite number >= 0, got {self.distillation_hidden_weight}"
+            )
+        if not 0.0 <= self.distillation_ranking_weight < float("inf"):
+            raise ValueError(
+                f"distillation_ranking_weight must be a finite number >= 0, got {self.distillation_ranking_weight}"
             )
         if not self.distillation_temperature > 0:
             raise ValueError(f"distillation_temperature must be > 0, got {self.distillation_temperature}")
