@@ -89,6 +89,7 @@ def rollout_importance(model, batch) -> torch.Tensor:
     return attention_rollout(attentions, batch["attention_mask"], "first")[0]
 
 
+@torch.enable_grad()  # scoring runs under no_grad
 def saliency_importance(model, batch) -> torch.Tensor:
     """|gradient x input| of the predicted class's logit at the word embeddings, retention off."""
     captured = {}
@@ -110,22 +111,16 @@ def saliency_importance(model, batch) -> torch.Tensor:
 
 def score_with_oracle(model, batches, importance: Callable) -> dict[str, float]:
     with oracle_selection(model) as state:
-        correct = kept = total = 0
-        for batch, labels in batches:
-            state["scores"] = importance(model, batch).float()
-            with torch.no_grad():
-                outputs = model(**batch)
-            correct += (outputs.logits.argmax(dim=-1) == labels).sum().item()
-            kept += outputs.keep_ratio.sum().item()
-            total += len(labels)
-    return {"accuracy": correct / total, "keep_ratio": kept / total}
+        return score(model, batches, before=lambda batch: state.update(scores=importance(model, batch).float()))
 
 
 @torch.no_grad()
-def score(model, batches) -> dict[str, float]:
-    """Accuracy and realised keep ratio (example mean) over the batches."""
+def score(model, batches, before: Callable | None = None) -> dict[str, float]:
+    """Accuracy and realised keep ratio (example mean) over the batches; ``before(batch)`` runs before each."""
     correct = kept = total = 0
     for batch, labels in batches:
+        if before is not None:
+            before(batch)
         outputs = model(**batch)
         correct += (outputs.logits.argmax(dim=-1) == labels).sum().item()
         kept += outputs.keep_ratio.sum().item()
