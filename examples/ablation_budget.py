@@ -156,6 +156,10 @@ ROWS = {
     "topk-decay-budget-kd-rank": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--distillation_ranking_weight=1"],
     # the same without the ranking term (its control)
     "topk-decay-budget-kd": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5"],
+    # the same without distillation (does top-k from the first step win without a teacher too?)
+    "topk-decay-budget": TOPK_DECAY_BUDGET,
+    # top-k from the first step with distillation for two epochs (does the encoder adapt further to the kept tokens?)
+    "topk-decay-budget-kd-2ep": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--num_train_epochs=2"],
     # hybrid-geometric-budget with distillation from the dense model (logits, alpha 0.5, temperature 2)
     "hybrid-geometric-budget-kd": [*GEOMETRIC_BUDGET, "--distillation_weight=0.5"],
     # the same with the soft phase only as long as the budget warm-up (30 %): exact top-k from then on
