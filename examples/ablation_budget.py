@@ -158,6 +158,10 @@ ROWS = {
     "topk-decay-budget-kd": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5"],
     # the same without distillation (does top-k from the first step win without a teacher too?)
     "topk-decay-budget": TOPK_DECAY_BUDGET,
+    # top-k from the first step with distillation, the budget annealed over half / 70 % of the run instead of 30 %
+    # (the scorers learn their ranking while most tokens are still kept, as in the hybrid's soft phase)
+    "topk-decay-budget-kd-warm50": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--budget_warmup_steps=0.5"],
+    "topk-decay-budget-kd-warm70": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--budget_warmup_steps=0.7"],
     # top-k from the first step with distillation for two epochs (does the encoder adapt further to the kept tokens?)
     "topk-decay-budget-kd-2ep": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--num_train_epochs=2"],
     # hybrid-geometric-budget with distillation from the dense model (logits, alpha 0.5, temperature 2)
@@ -226,12 +230,21 @@ def build_validation(path: Path, size: int = 2000, min_words: int = 10) -> Path:
     return path
 
 
-def training_keep(run_dir: Path, target: float) -> dict[str, float]:
-    """The realised training keep ratio logged after the budget warm-up: mean and largest deviation from the
-    target. For Hard-Concrete rows only the soft phase counts (its steps log a budget penalty); their top-k
-    phase spends exactly what inference spends on the same inputs, which the top-k rows report."""
+def warmup_share(arguments: list[str]) -> float:
+    """The row's ``--budget_warmup_steps`` (a share of the run), else RetentionTrainingArguments' default."""
+    values = [
+        float(argument.split("=", 1)[1]) for argument in arguments if argument.startswith("--budget_warmup_steps=")
+    ]
+    return values[-1] if values else 0.3
+
+
+def training_keep(run_dir: Path, target: float, warmup: float = 0.3) -> dict[str, float]:
+    """The realised training keep ratio logged after the budget warm-up (``warmup``, a share of the run): mean
+    and largest deviation from the target. For Hard-Concrete rows only the soft phase counts (its steps log a
+    budget penalty); their top-k phase spends exactly what inference spends on the same inputs, which the top-k
+    rows report."""
     state = json.loads((run_dir / "trainer_state.json").read_text())
-    warmup = 0.3 * state["max_steps"]  # RetentionTrainingArguments.budget_warmup_steps default
+    warmup = warmup * state["max_steps"]
     entries = [entry for entry in state["log_history"] if "keep_ratio" in entry and entry["step"] > warmup]
     soft = [entry for entry in entries if "budget_penalty" in entry]
     keeps = [entry["keep_ratio"] for entry in (soft or entries)]
@@ -283,7 +296,7 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
         if name != "dense":
             row["arguments"] = ROWS[row["row"]]
             if (output / name / "trainer_state.json").is_file():
-                row.update(training_keep(output / name, row["budget"]))
+                row.update(training_keep(output / name, row["budget"], warmup_share(row["arguments"])))
                 # kept with the results, so the curves can be drawn again without the run directories
                 row["train_keep_curve"] = [
                     {key: entry[key] for key in ("step", "keep_ratio", "budget_target") if key in entry}
@@ -331,7 +344,9 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
         "&& python examples/ablation_budget.py --rows hybrid-geometric-budget hybrid-uniform-budget "
         "hybrid-geometric-budget-kd hybrid-decay-budget "
         "&& python examples/ablation_budget.py --rows hybrid-decay-budget hybrid-uniform-budget --seeds 1 2 "
-        "&& python examples/ablation_budget.py --rows hybrid-decay-budget-gate1 hybrid-decay-budget-kd"
+        "&& python examples/ablation_budget.py --rows hybrid-decay-budget-gate1 hybrid-decay-budget-kd "
+        "&& python examples/ablation_budget.py --rows topk-decay-budget-kd topk-decay-budget "
+        "topk-decay-budget-kd-warm50 topk-decay-budget-kd-warm70"
     )
     if train_set != "8k":  # one command per seed and budget, naming exactly the rows that ran there
         runs = [row for name, row in results.items() if name != "dense"]
@@ -441,7 +456,7 @@ def main() -> None:
                     "eval_accuracy_retention_off": metrics["eval_accuracy_retention_off"],
                     "train_runtime_s": metrics.get("train_runtime"),
                     "minutes": (time.perf_counter() - start) / 60,
-                    **training_keep(run_dir, budget),
+                    **training_keep(run_dir, budget, warmup_share(ROWS[row])),
                 }
                 write(results, results_path)
     report(read(results_path), output, results_dir, validation, args.train_set)

@@ -5,11 +5,11 @@ Two stages, both on the SST-2 subset shipped in ``data/sst2`` (8,000 sentences, 
 
 1. dense: fine-tune all-MiniLM-L6-v2 for one epoch with retention off;
 2. retention: start from that dense model and fine-tune one more epoch with ``RetentionTrainer`` at the
-   budget ``--retention_ratio`` (default 0.5), with the default recipe: in the first half, Hard-Concrete
-   gates learn a ranking of every token while the target is annealed from 1.0 to the budget; in the
-   second half the model trains with exactly the inference-time selection (the decay schedule's
-   top-k, tokens physically removed), the scorers still learning through a straight-through gradient.
-   Throughout, the dense model of stage 1 is the teacher: half the loss is the distillation from it.
+   budget ``--retention_ratio`` (default 0.5), with the default recipe: every step trains with exactly the
+   inference-time selection (the decay schedule's top-k, tokens physically removed), the scorers learning
+   through a straight-through gradient, while the target is annealed from 1.0 to the budget over the first
+   30 % of the steps; from there on every step spends exactly the budget. The dense model of stage 1 is the
+   teacher: half the loss is the distillation from it.
 
 Both are evaluated on the full SST-2 dev set (872 sentences). The table reports dev accuracy, the
 realised share of the dense work, and eval throughput: the retention model against the same weights

@@ -32,7 +32,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_example(launcher: list[str], checkpoint: Path, output_dir: Path, batch_size: int) -> dict:
+def run_example(launcher: list[str], checkpoint: Path, output_dir: Path, batch_size: int, recipe: list[str]) -> dict:
     args = [
         *launcher,
         str(EXAMPLE),
@@ -43,10 +43,9 @@ def run_example(launcher: list[str], checkpoint: Path, output_dir: Path, batch_s
         "--max_seq_length=32",
         "--max_steps=4",
         f"--per_device_train_batch_size={batch_size}",
-        "--gate_sampling=sigmoid",  # deterministic gates: both runs must compute the same numbers
+        *recipe,
         "--retention_ratio=0.4",
-        "--initial_lambda=0.5",
-        "--budget_warmup_steps=0",  # the budget binds from the first step, so lambda must rise
+        "--budget_warmup_steps=0",  # the budget binds from the first step
         "--save_strategy=steps",
         "--save_steps=4",
         "--logging_steps=1",
@@ -64,19 +63,31 @@ def run_example(launcher: list[str], checkpoint: Path, output_dir: Path, batch_s
     state = json.loads((checkpoint_dir / "trainer_state.json").read_text())
     return {
         "budget": json.loads((checkpoint_dir / "budget_state.json").read_text()),
-        "logs": [entry for entry in state["log_history"] if "lambda" in entry],
+        "logs": [entry for entry in state["log_history"] if "keep_ratio" in entry],
         "results": json.loads((output_dir / "eval_results.json").read_text()),
     }
 
 
-def test_two_process_ddp_matches_one_process(tiny_checkpoint, tmp_path):
+def run_ddp_and_single(checkpoint: Path, tmp_path: Path, recipe: list[str]) -> tuple[dict, dict]:
+    """The same global batch of 8: two processes of 4, and one process of 8."""
     ddp = run_example(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"],
-        tiny_checkpoint,
+        checkpoint,
         tmp_path / "ddp",
         batch_size=4,
+        recipe=recipe,
     )
-    single = run_example([sys.executable], tiny_checkpoint, tmp_path / "single", batch_size=8)
+    single = run_example([sys.executable], checkpoint, tmp_path / "single", batch_size=8, recipe=recipe)
+    return ddp, single
+
+
+def test_two_process_ddp_matches_one_process(tiny_checkpoint, tmp_path):
+    hard_concrete = [
+        "--selection_training=hard_concrete",  # the dual variable's all-reduce is what this test checks
+        "--gate_sampling=sigmoid",  # deterministic gates: both runs must compute the same numbers
+        "--initial_lambda=0.5",  # the budget binds from the first step, so lambda must rise
+    ]
+    ddp, single = run_ddp_and_single(tiny_checkpoint, tmp_path, hard_concrete)
 
     lambdas = ddp["budget"]["lambda_by_rank"]
     assert len(lambdas) == 2 and lambdas[0] == lambdas[1], "every rank holds the same lambda"
@@ -88,3 +99,15 @@ def test_two_process_ddp_matches_one_process(tiny_checkpoint, tmp_path):
         assert got["expected_keep_ratio"] == pytest.approx(want["expected_keep_ratio"], rel=1e-6)
     assert ddp["logs"][-1]["lambda"] > ddp["logs"][0]["lambda"] > 0.5
     assert 0 <= ddp["results"]["eval_accuracy"] <= 1 and ddp["results"]["eval_keep_ratio"] < 1
+
+
+def test_two_process_ddp_matches_one_process_with_topk_training(tiny_checkpoint, tmp_path):
+    ddp, single = run_ddp_and_single(tiny_checkpoint, tmp_path, ["--selection_training=topk"])  # the default
+    assert len(ddp["logs"]) == len(single["logs"]) == 4
+    for got, want in zip(ddp["logs"], single["logs"], strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+        assert got["keep_ratio"] == pytest.approx(want["keep_ratio"], rel=1e-6)  # every rank's tokens counted
+        assert got["lambda"] == 0.0 and "budget_penalty" not in got
+    assert abs(ddp["logs"][-1]["keep_ratio"] - 0.4) < 0.03  # the budget is exact from the first step
+    for metric in ("eval_accuracy", "eval_keep_ratio"):
+        assert ddp["results"][metric] == pytest.approx(single["results"][metric], rel=1e-6)

@@ -149,7 +149,12 @@ def test_trainer_writes_card_with_learned_schedule_and_eval_metrics_on_save(tiny
     model = RetentionBertForSequenceClassification.from_pretrained(tiny_classifier)
     data = tiny_dataset(tokenizer)
     args = RetentionTrainingArguments(
-        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, report_to="none", save_strategy="no"
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        report_to="none",
+        save_strategy="no",
+        selection_training="hard_concrete",  # the recipe that learns a schedule for the card to state
     )
     trainer = RetentionTrainer(
         model=model,

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from retention_hf import BudgetController, RetentionTrainer
+from retention_hf import BudgetController, RetentionTrainer, RetentionTrainingArguments
 from retention_hf.gates import BidirectionalContextScorer, ContextScorer, hard_concrete_sample
 
 from families import BERT, FAMILIES
@@ -351,6 +351,15 @@ def test_topk_trainer_holds_the_exact_budget(tmp_path):
     assert all(length < max(batch["input_ids"].shape[1] for batch in batches) for length in lengths)
     assert config.retention_learned_schedule is None  # the model keeps the schedule it trained with
     assert config.retention_train_with_topk is False  # back to the default after training
+
+
+def test_the_default_recipe_trains_with_topk(tmp_path):
+    args = RetentionTrainingArguments(output_dir=str(tmp_path), report_to="none")
+    assert (args.selection_training, args.topk_finetune_steps) == ("topk", 0)
+    paper = RetentionTrainingArguments(output_dir=str(tmp_path), report_to="none", selection_training="hard_concrete")
+    assert paper.topk_finetune_steps == 0.5  # Hard-Concrete keeps its final top-k phase by default
+    with pytest.raises(ValueError, match="budget_cost configure the Hard-Concrete budget.*'hard_concrete'"):
+        RetentionTrainingArguments(output_dir=str(tmp_path), report_to="none", budget_cost="l0")
 
 
 def test_a_saved_topk_flag_never_switches_a_hard_concrete_run(tmp_path):

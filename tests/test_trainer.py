@@ -59,7 +59,10 @@ def make_args(tmp_path, **overrides):
         "gate_learning_rate": 1e-2,
         "gate_bias_learning_rate": 1e-2,
         "budget_warmup_steps": 0,
-        "topk_finetune_steps": 0,  # the tests that need the final top-k phase ask for it
+        # the Hard-Concrete recipe (the tests of top-k training ask for it), without its final top-k phase (the
+        # tests that need that phase ask for it)
+        "selection_training": "hard_concrete",
+        "topk_finetune_steps": 0,
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": [],
@@ -99,6 +102,7 @@ def test_arguments_from_the_command_line():
             "--initial_lambda=0.1",
             "--budget_warmup_steps=20",
             "--gate_learning_rate=1e-2",
+            "--selection_training=hard_concrete",
             "--fixed_lambda",
             "--gate_sampling=sigmoid",
             "--inference_selection=threshold",
@@ -107,7 +111,11 @@ def test_arguments_from_the_command_line():
     )
     assert (args.retention_ratio, args.dual_step_size, args.initial_lambda) == (0.3, 0.5, 0.1)
     assert (args.budget_warmup_steps, args.gate_learning_rate, args.fixed_lambda) == (20, 1e-2, True)
-    assert (args.gate_sampling, args.inference_selection) == ("sigmoid", "threshold")
+    assert (args.selection_training, args.gate_sampling, args.inference_selection) == (
+        "hard_concrete",
+        "sigmoid",
+        "threshold",
+    )
     with pytest.raises(SystemExit):
         parser.parse_args_into_dataclasses(args=["--output_dir=x", "--gate_sampling=gumbel"])
 

@@ -9,9 +9,8 @@
 #   bash src/retention_hf/benchmarks/reproduce.sh imdb   # hours on 2 CPU cores: 6,000 reviews at 512 (needs ../shared/data/imdb)
 #
 # The retention models start from the dense one and follow the default recipe of RetentionTrainingArguments
-# (Hard-Concrete gates in the first half, top-k training with straight-through scores in the second, the
-# decay schedule). The 0.7 budget is served by the 0.5 model (its schedule rescaled), to save one
-# fine-tune. On IMDb (max length 512) the dual step is 5, as training_args.py explains for 512-token inputs.
+# (top-k training with straight-through scores from the first step, the decay schedule, distillation from the
+# dense model). The 0.7 budget is served by the 0.5 model (its schedule rescaled), to save one fine-tune.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."  # the repository root
 DATASET="${1:?usage: reproduce.sh sst2|imdb}"
@@ -47,7 +46,7 @@ PYTHON
              --label_column label --max_seq_length 512 --per_device_train_batch_size 16 --per_device_eval_batch_size 32
              --save_steps 25)
     DENSE=(--learning_rate 5e-5)
-    RETENTION=(--learning_rate 2e-5 --dual_step_size 5 --retention_count_rounding budget)
+    RETENTION=(--learning_rate 2e-5 --retention_count_rounding budget)
     BUDGETS=(0.5 0.3)
     HARNESS=(--max_length 512 --batch_size 16 --repeats 3 --timing_examples 320)
     ;;

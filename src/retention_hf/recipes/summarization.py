@@ -22,8 +22,8 @@ Examples::
         --learning_rate 5e-5 --per_device_train_batch_size 16 --warmup_steps 0.1 --output_dir runs/sum-dense
     retention-hf train --task summarization --model_name_or_path runs/sum-dense --retention_ratio 0.3 \\
         --max_train_samples 120 --max_validation_samples 100 --learning_rate 3e-5 --per_device_train_batch_size 16 \\
-        --warmup_steps 0.1 --topk_finetune_steps 0.4 --exact_sparse_training true \\
-        --topk_straight_through false --retention_schedule learned \\
+        --warmup_steps 0.1 --selection_training hard_concrete --topk_finetune_steps 0.4 \\
+        --exact_sparse_training true --topk_straight_through false --retention_schedule learned \\
         --retention_budget_gradient full --dual_step_size 2 --do_train true --output_dir runs/sum-r30
     retention-hf train --task summarization --model_name_or_path runs/sum-r30 --do_eval true \\
         --max_validation_samples 100 --max_timing_samples 100 --output_dir runs/sum-eval-r30
