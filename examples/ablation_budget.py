@@ -162,6 +162,9 @@ ROWS = {
     # (the scorers learn their ranking while most tokens are still kept, as in the hybrid's soft phase)
     "topk-decay-budget-kd-warm50": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--budget_warmup_steps=0.5"],
     "topk-decay-budget-kd-warm70": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--budget_warmup_steps=0.7"],
+    # top-k from the first step with distillation, the scorers trained ten times faster (a short run gives the
+    # ranking few steps to form while most tokens are kept)
+    "topk-decay-budget-kd-gatelr": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--gate_learning_rate=1e-2"],
     # top-k from the first step with distillation for two epochs (does the encoder adapt further to the kept tokens?)
     "topk-decay-budget-kd-2ep": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--num_train_epochs=2"],
     # hybrid-geometric-budget with distillation from the dense model (logits, alpha 0.5, temperature 2)
@@ -346,7 +349,8 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
         "&& python examples/ablation_budget.py --rows hybrid-decay-budget hybrid-uniform-budget --seeds 1 2 "
         "&& python examples/ablation_budget.py --rows hybrid-decay-budget-gate1 hybrid-decay-budget-kd "
         "&& python examples/ablation_budget.py --rows topk-decay-budget-kd topk-decay-budget "
-        "topk-decay-budget-kd-warm50 topk-decay-budget-kd-warm70"
+        "topk-decay-budget-kd-warm50 topk-decay-budget-kd-warm70 "
+        "&& python examples/ablation_budget.py --rows topk-decay-budget-kd-gatelr"
     )
     if train_set != "8k":  # one command per seed and budget, naming exactly the rows that ran there
         runs = [row for name, row in results.items() if name != "dense"]
