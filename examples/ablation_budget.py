@@ -134,10 +134,11 @@ ROWS = {
     "hybrid-geometric-budget": GEOMETRIC_BUDGET,
     # hybrid-geometric-budget with the same share of tokens at every layer
     "hybrid-uniform-budget": [*HYBRID, "--retention_schedule=uniform", "--retention_count_rounding=budget"],
-    # the default recipe: the "decay" schedule, each layer keeps 0.8 of the share of the layer before it, scaled
+    # the hybrid with the "decay" schedule (the default schedule; this row was the default recipe until top-k from the
+    # first step with distillation won at full scale): each layer keeps 0.8 of the share of the layer before it, scaled
     # to the budget (geometric's shape at rho 0.5, flatter than geometric at lower budgets)
     "hybrid-decay-budget": DECAY_BUDGET,
-    # the default with the first gate after layer 0, so that every token is contextualised once and CLS has
+    # hybrid-decay-budget with the first gate after layer 0, so that every token is contextualised once and CLS has
     # attended to all of them before anything is dropped
     "hybrid-decay-budget-gate1": [*DECAY_BUDGET, "--retention_first_gated_layer=1"],
     # the default with distillation from the dense model (logits, alpha 0.5, temperature 2)
