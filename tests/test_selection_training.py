@@ -354,12 +354,44 @@ def test_topk_trainer_holds_the_exact_budget(tmp_path):
 
 
 def test_the_default_recipe_trains_with_topk(tmp_path):
-    args = RetentionTrainingArguments(output_dir=str(tmp_path), report_to="none")
+    args = RetentionTrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        retention_ratio=0.5,
+        budget_warmup_steps=0,
+        max_steps=2,
+        per_device_train_batch_size=8,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
     assert (args.selection_training, args.topk_finetune_steps) == ("topk", 0)
+    torch.manual_seed(0)
+    trainer = RetentionTrainer(
+        model=BERT.classes["sequence"][0](BERT.config()),
+        args=args,
+        train_dataset=random_dataset(),
+        data_collator=lambda features: collate(features, BERT.pad_token_id),
+    )
+    trainer.train()
+    logs = train_logs(trainer)
+    assert len(logs) == 2 and all("budget_penalty" not in entry and entry["lambda"] == 0.0 for entry in logs)
+    assert all(abs(entry["keep_ratio"] - 0.5) < 0.05 for entry in logs)  # exact budget, up to rounding
+    assert trainer.model.config.retention_learned_schedule is None
     paper = RetentionTrainingArguments(output_dir=str(tmp_path), report_to="none", selection_training="hard_concrete")
     assert paper.topk_finetune_steps == 0.5  # Hard-Concrete keeps its final top-k phase by default
     with pytest.raises(ValueError, match="budget_cost configure the Hard-Concrete budget.*'hard_concrete'"):
         RetentionTrainingArguments(output_dir=str(tmp_path), report_to="none", budget_cost="l0")
+
+
+def test_topk_training_refuses_a_learned_schedule_it_cannot_learn(tmp_path):
+    model = BERT.classes["sequence"][0](BERT.config(retention_schedule="learned"))
+    with pytest.raises(ValueError, match="retention_schedule='learned' needs config.retention_learned_schedule"):
+        RetentionTrainer(model=model, args=make_args(tmp_path, selection_training="topk"))
+    model.config.retention_learned_schedule = [1.0, 0.6, 0.4, 0.2]  # measured by an earlier Hard-Concrete run
+    assert RetentionTrainer(model=model, args=make_args(tmp_path, selection_training="topk")).selects_by_topk
 
 
 def test_a_saved_topk_flag_never_switches_a_hard_concrete_run(tmp_path):
@@ -418,6 +450,8 @@ def test_topk_resume_restores_the_annealed_target(tmp_path):
         ({"selection_training": "topk", "inference_selection": "threshold"}, "a probability threshold"),
         ({"selection_training": "topk", "budget_cost": "l0"}, "budget_cost configure the Hard-Concrete budget"),
         ({"selection_training": "topk", "exact_sparse_training": True}, "exact_sparse_training configure"),
+        ({"selection_training": "topk", "dual_step_size": 2.0}, "dual_step_size configure the Hard-Concrete budget"),
+        ({"selection_training": "topk", "initial_lambda": 0.5}, "initial_lambda configure the Hard-Concrete budget"),
         ({"topk_noise": 1.0}, "topk_noise=1.0 applies to selection_training='topk' only"),
         ({"budget_cost": "l0", "gate_sampling": "sigmoid"}, "budget_cost='l0' is the probability"),
     ],

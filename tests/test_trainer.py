@@ -265,6 +265,34 @@ def test_accumulation_matches_one_big_batch(tmp_path, task):
             torch.testing.assert_close(accumulated[name], grad, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("task", ["sequence", "token"])
+def test_topk_accumulation_matches_one_big_batch(tmp_path, task):
+    """The default recipe: top-k selection is per example, so 4 x 2 and 8 x 1 give the same gradients and keeps."""
+    runs = []
+    for batch_size, accumulation in [(8, 1), (4, 2)]:
+        trainer = make_trainer(
+            tmp_path,
+            task=task,
+            selection_training="topk",
+            retention_ratio=0.4,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=3,
+            max_grad_norm=0.0,
+        )
+        recorder = GradientRecorder(trainer.model)
+        trainer.add_callback(recorder)
+        trainer.train()
+        runs.append((recorder.gradients, [entry["keep_ratio"] for entry in train_logs(trainer)]))
+    (grads_big, keeps_big), (grads_acc, keeps_acc) = runs
+    assert keeps_acc == pytest.approx(keeps_big, rel=1e-6) and max(keeps_big) < 0.5  # the budget binds
+    assert len(grads_big) == len(grads_acc) == 3
+    for big, accumulated in zip(grads_big, grads_acc, strict=True):
+        assert any(".gates." in name and grad.abs().sum() > 0 for name, grad in big.items())  # scores learn
+        for name, grad in big.items():
+            torch.testing.assert_close(accumulated[name], grad, atol=1e-6, rtol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------- checkpoints
 def test_resume_restores_the_budget_exactly(tmp_path):
     common = {"retention_ratio": 0.3, "dual_step_size": 0.5, "max_steps": 6, "save_strategy": "steps", "save_steps": 3}

@@ -176,7 +176,7 @@ class RetentionConfig:
         retention_schedule_decay: The layer-to-layer ratio of the ``"decay"`` schedule, in (0, 1]; 1 is
             the uniform schedule.
         retention_learned_schedule: Per-layer keep ratios measured in training; written by
-            ``RetentionTrainer`` at the end of training.
+            ``RetentionTrainer`` at the end of Hard-Concrete training (top-k training writes none).
         retention_first_gated_layer: Index of the first layer preceded by a gate. ``0`` scores the
             embeddings and lets every layer run shorter; ``1`` lets layer 0 contextualise the tokens
             before the first decision.

@@ -1,9 +1,11 @@
 """``RetentionTrainer``: a ``transformers.Trainer`` that holds a retention model to its budget.
 
-Per micro-batch the loss is ``task loss + lambda * (expected keep ratio - target)``; per optimizer step
-(after gradient accumulation, with the violation all-reduced across processes) lambda takes a projected
-dual-ascent step. The arithmetic lives in :mod:`retention_hf.budget`; this module wires it into the
-Trainer's loss, optimizer step, logging and checkpoints.
+By default (``selection_training="topk"``) every step trains with the inference-time top-k at the annealed
+budget target, so the budget holds by construction. With ``selection_training="hard_concrete"`` the loss per
+micro-batch is ``task loss + lambda * (expected keep ratio - target)``, and per optimizer step (after gradient
+accumulation, with the violation all-reduced across processes) lambda takes a projected dual-ascent step. The
+arithmetic lives in :mod:`retention_hf.budget`; this module wires it into the Trainer's loss, optimizer step,
+logging and checkpoints.
 """
 
 from __future__ import annotations
@@ -100,15 +102,17 @@ class RetentionTrainer(Trainer):
 
     Use it exactly like ``Trainer``, with :class:`RetentionTrainingArguments`. What it adds:
 
-    * the penalty ``lambda * (expected_keep_ratio - target)``, normalised like the task loss so that
-      gradient accumulation gives the gradients of one big batch;
-    * ``lambda <- max(0, lambda + eta * violation)`` once per optimizer step, on the violation averaged
-      over the step's examples and all-reduced across processes, so every rank holds the same lambda;
+    * by default, training with the inference-time selection (the scheduled top-k at the budget target,
+      annealed over the warm-up; straight-through scores) and distillation from the dense start model;
+    * with ``selection_training="hard_concrete"``, the penalty ``lambda * (expected_keep_ratio - target)``,
+      normalised like the task loss so that gradient accumulation gives the gradients of one big batch, and
+      ``lambda <- max(0, lambda + eta * violation)`` once per optimizer step, on the violation averaged over
+      the step's examples and all-reduced across processes, so every rank holds the same lambda;
     * logs ``lambda``, ``budget_target``, ``expected_keep_ratio``, ``keep_ratio``, ``keep_ratio_layer_{i}``,
-      ``task_loss`` and ``budget_penalty`` through the normal Trainer logging;
+      ``task_loss`` and (Hard-Concrete steps) ``budget_penalty`` through the normal Trainer logging;
     * ``budget_state.json`` in every checkpoint, restored by ``resume_from_checkpoint``;
-    * the learned per-layer schedule written to ``model.config.retention_learned_schedule`` whenever the
-      model is saved and when training ends;
+    * with Hard-Concrete training, the learned per-layer schedule written to
+      ``model.config.retention_learned_schedule`` whenever the model is saved and when training ends;
     * a separate learning rate for the gate parameters (``gate_learning_rate``).
     """
 
@@ -141,6 +145,12 @@ class RetentionTrainer(Trainer):
         # The training-mode flag is set when training (or its top-k phase) begins, so that a checkpoint saved
         # mid-run never imposes its mode on a new run.
         self.selects_by_topk = args.selection_training == "topk"
+        if self.selects_by_topk and config.retention_schedule == "learned" and not config.retention_learned_schedule:
+            raise ValueError(
+                "retention_schedule='learned' needs config.retention_learned_schedule, which only Hard-Concrete "
+                "training measures, and the model has none: top-k training would run the uniform fallback. Use "
+                "retention_schedule='decay' (or another schedule), or selection_training='hard_concrete'"
+            )
         config.retention_train_with_topk = False
         config.retention_topk_straight_through = args.topk_straight_through
         config.retention_topk_noise = args.topk_noise

@@ -228,6 +228,8 @@ class RetentionTrainingArguments(TrainingArguments):
             "exact_sparse_training": self.exact_sparse_training,
             "gate_sampling": self.gate_sampling != "hard_concrete",
             "fixed_lambda": self.fixed_lambda,
+            "dual_step_size": self.dual_step_size != DEFAULT_DUAL_STEP_SIZE,
+            "initial_lambda": self.initial_lambda != 0,
         }
         if any(ignored.values()):
             names = ", ".join(name for name, set_ in ignored.items() if set_)

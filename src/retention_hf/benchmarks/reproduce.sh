@@ -5,7 +5,7 @@
 # run again. The table and plots go to results/<dataset>/.
 #
 #   bash src/retention_hf/benchmarks/reproduce.sh sst2   # the full SST-2 train set (67,349); on 2 shared CPU cores
-#     the dense fine-tune took 6,668 s and rho 0.5 1,318 s
+#     the dense fine-tune took 6,668 s and rho 0.5 1,318 s (with the previous default, the Hard-Concrete hybrid)
 #   bash src/retention_hf/benchmarks/reproduce.sh imdb   # hours on 2 CPU cores: 6,000 reviews at 512 (needs ../shared/data/imdb)
 #
 # The retention models start from the dense one and follow the default recipe of RetentionTrainingArguments
