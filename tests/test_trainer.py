@@ -237,26 +237,34 @@ class GradientRecorder(TrainerCallback):
         self.gradients.append({n: p.grad.clone() for n, p in self.model.named_parameters() if p.grad is not None})
 
 
-@pytest.mark.parametrize("task", ["sequence", "token"])
-def test_accumulation_matches_one_big_batch(tmp_path, task):
+def accumulation_runs(tmp_path, task: str, log_key: str, **recipe) -> list[tuple[list[dict], list[float]]]:
+    """Three optimizer steps at batch 8 x 1 and at 4 x 2: each run's gradients before every step, and its logged
+    ``log_key``."""
     runs = []
     for batch_size, accumulation in [(8, 1), (4, 2)]:
         trainer = make_trainer(
             tmp_path,
             task=task,
-            gate_sampling="sigmoid",  # deterministic gates: the two runs see identical gates
             retention_ratio=0.4,
-            initial_lambda=0.5,
             per_device_train_batch_size=batch_size,
             gradient_accumulation_steps=accumulation,
             max_steps=3,
             max_grad_norm=0.0,
+            **recipe,
         )
         recorder = GradientRecorder(trainer.model)
         trainer.add_callback(recorder)
         trainer.train()
-        runs.append((recorder.gradients, [entry["lambda"] for entry in train_logs(trainer)]))
-    (grads_big, lambdas_big), (grads_acc, lambdas_acc) = runs
+        runs.append((recorder.gradients, [entry[log_key] for entry in train_logs(trainer)]))
+    return runs
+
+
+@pytest.mark.parametrize("task", ["sequence", "token"])
+def test_accumulation_matches_one_big_batch(tmp_path, task):
+    # deterministic gates: the two runs see identical gates
+    (grads_big, lambdas_big), (grads_acc, lambdas_acc) = accumulation_runs(
+        tmp_path, task, "lambda", gate_sampling="sigmoid", initial_lambda=0.5
+    )
     assert lambdas_acc == pytest.approx(lambdas_big, rel=1e-5, abs=1e-7)
     assert len(grads_big) == len(grads_acc) == 3
     for big, accumulated in zip(grads_big, grads_acc, strict=True):
@@ -268,23 +276,9 @@ def test_accumulation_matches_one_big_batch(tmp_path, task):
 @pytest.mark.parametrize("task", ["sequence", "token"])
 def test_topk_accumulation_matches_one_big_batch(tmp_path, task):
     """The default recipe: top-k selection is per example, so 4 x 2 and 8 x 1 give the same gradients and keeps."""
-    runs = []
-    for batch_size, accumulation in [(8, 1), (4, 2)]:
-        trainer = make_trainer(
-            tmp_path,
-            task=task,
-            selection_training="topk",
-            retention_ratio=0.4,
-            per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=accumulation,
-            max_steps=3,
-            max_grad_norm=0.0,
-        )
-        recorder = GradientRecorder(trainer.model)
-        trainer.add_callback(recorder)
-        trainer.train()
-        runs.append((recorder.gradients, [entry["keep_ratio"] for entry in train_logs(trainer)]))
-    (grads_big, keeps_big), (grads_acc, keeps_acc) = runs
+    (grads_big, keeps_big), (grads_acc, keeps_acc) = accumulation_runs(
+        tmp_path, task, "keep_ratio", selection_training="topk"
+    )
     assert keeps_acc == pytest.approx(keeps_big, rel=1e-6) and max(keeps_big) < 0.5  # the budget binds
     assert len(grads_big) == len(grads_acc) == 3
     for big, accumulated in zip(grads_big, grads_acc, strict=True):

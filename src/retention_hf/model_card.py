@@ -194,7 +194,6 @@ def render_model_card_for_config(
         budget=config.retention_ratio,
         schedule=config.retention_schedule if isinstance(config.retention_schedule, str) else "explicit",
         layers=layers,
-        learned=learned is not None,
         protected_token_ids=list(config.retention_protected_token_ids),
         protect_first_segment=config.retention_protect_first_segment,
         version=_version(),
