@@ -24,6 +24,7 @@ from retention_hf.question_answering import (
     prepare_eval_features,
     prepare_train_features,
 )
+from retention_hf.recipes import squad_data
 from retention_hf.recipes.token_classification import main as run_tagging
 from retention_hf.recipes.token_classification import render
 
@@ -148,6 +149,35 @@ def qa_checkpoint(tmp_path_factory):
         RetentionBertForQuestionAnswering,
         retention_ratio=0.5,
     )
+
+
+@pytest.mark.skipif(not squad_data.SHARED_TRAIN.is_file(), reason="needs ../shared/data/squad_v1.1")
+def test_squad_sources_keep_train_and_eval_apart():
+    train, validation = (squad_data.load_squad(split, "squad-val") for split in ("train", "eval"))
+    dev = squad_data.load_squad("eval", "squad")
+    for held_out in (validation, dev):
+        assert not {row["title"] for row in train} & {row["title"] for row in held_out}
+        assert not {row["context"] for row in train} & {row["context"] for row in held_out}
+    # squad-val holds 10 of the train set's articles out; together they are the official train set less SQuAD
+    # 2.0's 778 questions (squad's train split), and dev is the official dev set
+    assert (len(train), len(validation), len(dev)) == (85_091, 1_730, 10_570)
+    assert len(train) + len(validation) == 86_821
+
+
+def test_squad_tiny_is_checked_against_the_split_manifest(tmp_path, monkeypatch):
+    assert [len(squad_data.load_squad(split, "squad-tiny")) for split in ("train", "eval")] == [53, 26]
+    for name in ("split.json", "tiny_train.json", "tiny_eval.json"):
+        (tmp_path / name).write_text((squad_data.SHIPPED / name).read_text(encoding="utf-8"), encoding="utf-8")
+    train = json.loads((tmp_path / "tiny_train.json").read_text(encoding="utf-8"))
+    train["data"][0]["title"] = "Super_Bowl_50"  # a dev article must never reach a train split
+    (tmp_path / "tiny_train.json").write_text(json.dumps(train), encoding="utf-8")
+    monkeypatch.setattr(squad_data, "SHIPPED", tmp_path)
+    with pytest.raises(ValueError, match=r"\['Super_Bowl_50'\] of squad-tiny/train are not where"):
+        squad_data.load_squad("train", "squad-tiny")
+    with pytest.raises(ValueError, match="unknown SQuAD source 'squad2'"):
+        squad_data.load_squad("train", "squad2")
+    with pytest.raises(ValueError, match="split must be 'train' or 'eval', got 'test'"):
+        squad_data.load_squad("test", "squad-tiny")
 
 
 def test_extractive_qa_pipeline_reads_long_contexts_in_windows(qa_checkpoint):

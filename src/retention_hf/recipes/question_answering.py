@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Fine-tune and evaluate a dense or retention encoder for extractive QA on SQuAD v1.1 (split by article).
+"""Fine-tune and evaluate a dense or retention encoder for extractive QA on SQuAD v1.1.
 
 In the style of transformers' ``run_qa.py``: questions and contexts are encoded into overlapping windows
 (``--max_seq_length``, ``--doc_stride``) with offset mappings, the model predicts start and end logits
 for every token (retention models restore the dropped tokens before the output layer), and the best
 span over all windows of a question is scored with the bundled offline ``squad`` metric (EM / F1).
 
-The data is SQuAD's dev set split by article (``retention_hf.recipes.squad_data``): ``--dataset squad`` reads it
-from ``../shared/data``, ``--dataset squad-tiny`` reads the small subset shipped in ``data/squad``.
+The data (``retention_hf.recipes.squad_data``): ``--dataset squad`` trains on the SQuAD v1.1 train set and
+evaluates on the whole official dev set, ``--dataset squad-val`` holds 10 train articles out for tuning, and
+``--dataset squad-tiny`` reads the small subset shipped in ``data/squad``.
 
 ``--protect_question`` protects the question and its [SEP] (``retention_protect_first_segment``): only
 context tokens then compete for the budget, while the question still counts towards it.

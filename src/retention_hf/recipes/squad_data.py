@@ -1,41 +1,56 @@
-"""SQuAD v1.1 for training and evaluation, split by article (the shared data holds only the dev set).
+"""SQuAD v1.1 for training and evaluation: the official train and dev sets, plus a carve-out of train for tuning.
 
-The 48 articles of the official dev set are ranked by the SHA-1 of their title; the first 10 form the
-eval split (1,821 questions) and the other 38 the train split (8,749 questions). No article, and so no
-paragraph, appears in both. The titles of each split are recorded in ``data/squad/split.json`` and
-checked on every load, so a changed source file fails loudly instead of silently moving questions.
+Three sources:
 
-Two sources:
+* ``squad``: train on ``../shared/data/squad_v1.1/train-answerable.json.gz`` (86,821 questions: the v1.1 train
+  set less the 778 that SQuAD 2.0 dropped) and evaluate on the whole official dev set, ``dev-v1.1.json``
+  (10,570 questions), as published SQuAD results do. Neither file is shipped.
+* ``squad-val``: the same train set split by article, to choose recipes without touching dev. Its 442 articles
+  are ranked by the SHA-1 of their title; the first 10 form the validation split, the other 432 the train split,
+  so no paragraph appears in both. The rule involves no random number generator.
+* ``squad-tiny``: the small subsets shipped in ``data/squad`` (the first two paragraphs of five train articles
+  of ``squad-val`` and of two dev articles), for tests and smoke runs from a fresh clone.
 
-* ``squad`` reads ``../shared/data/squad_v1.1/dev-v1.1.json`` (the complete dev set, not shipped);
-* ``squad-tiny`` reads the subset shipped in ``data/squad`` (the first two paragraphs of five train and
-  two eval articles), for tests and smoke runs from a fresh clone.
+The titles of every split are recorded in ``data/squad/split.json`` and checked on every load, so a changed
+source file fails loudly instead of silently moving questions between train and eval.
 
     python -m retention_hf.recipes.squad_data   # rewrite data/squad/{split.json,tiny_train.json,tiny_eval.json}
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+from pathlib import Path
 
 from .steps import REPO, SHARED
 
 
+SHARED_TRAIN = SHARED / "squad_v1.1" / "train-answerable.json.gz"
 SHARED_DEV = SHARED / "squad_v1.1" / "dev-v1.1.json"
 SHIPPED = REPO / "data" / "squad"
-EVAL_ARTICLES = 10
-SOURCES = ("squad", "squad-tiny")
+VALIDATION_ARTICLES = 10
+SOURCES = ("squad", "squad-val", "squad-tiny")
+# the article lists of split.json that each (source, split) may draw from
+_MANIFEST_KEYS = {
+    ("squad", "train"): ("train", "validation"),
+    ("squad", "eval"): ("dev",),
+    ("squad-val", "train"): ("train",),
+    ("squad-val", "eval"): ("validation",),
+    ("squad-tiny", "train"): ("train",),
+    ("squad-tiny", "eval"): ("dev",),
+}
 
 
 def _rank(article: dict) -> str:
     return hashlib.sha1(article["title"].encode("utf-8")).hexdigest()
 
 
-def split_articles(articles: list[dict]) -> dict[str, list[dict]]:
-    """``{"train": [...], "eval": [...]}``: the 10 articles with the smallest title SHA-1 are the eval split."""
+def carve_validation(articles: list[dict]) -> dict[str, list[dict]]:
+    """``{"train": [...], "eval": [...]}``: the 10 train articles with the smallest title SHA-1 are the validation split."""
     ranked = sorted(articles, key=_rank)
-    return {"train": ranked[EVAL_ARTICLES:], "eval": ranked[:EVAL_ARTICLES]}
+    return {"train": ranked[VALIDATION_ARTICLES:], "eval": ranked[:VALIDATION_ARTICLES]}
 
 
 def flatten(articles: list[dict]) -> list[dict]:
@@ -57,22 +72,34 @@ def flatten(articles: list[dict]) -> list[dict]:
     ]
 
 
+def _read_articles(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: this source needs ../shared/data (use squad-tiny)")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return json.load(handle)["data"]
+
+
+def _articles(split: str, source: str) -> list[dict]:
+    if source == "squad-tiny":
+        return json.loads((SHIPPED / f"tiny_{split}.json").read_text(encoding="utf-8"))["data"]
+    if source == "squad":
+        return _read_articles(SHARED_TRAIN if split == "train" else SHARED_DEV)
+    if source == "squad-val":
+        return carve_validation(_read_articles(SHARED_TRAIN))[split]
+    raise ValueError(f"unknown SQuAD source {source!r}, expected one of {SOURCES}")
+
+
 def load_squad(split: str, source: str = "squad") -> list[dict]:
     """The ``train`` or ``eval`` questions of ``source`` (see the module docstring), checked against split.json."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-    if source == "squad-tiny":
-        articles = json.loads((SHIPPED / f"tiny_{split}.json").read_text(encoding="utf-8"))["data"]
-    elif source == "squad":
-        if not SHARED_DEV.is_file():
-            raise FileNotFoundError(f"{SHARED_DEV} not found: the full split needs ../shared/data (use squad-tiny)")
-        articles = split_articles(json.loads(SHARED_DEV.read_text(encoding="utf-8"))["data"])[split]
-    else:
-        raise ValueError(f"unknown SQuAD source {source!r}, expected one of {SOURCES}")
-    expected = set(json.loads((SHIPPED / "split.json").read_text(encoding="utf-8"))[f"{split}_articles"])
+    articles = _articles(split, source)
+    manifest = json.loads((SHIPPED / "split.json").read_text(encoding="utf-8"))
+    expected = {title for key in _MANIFEST_KEYS[source, split] for title in manifest[f"{key}_articles"]}
     strays = sorted({article["title"] for article in articles} - expected)
     if strays:
-        raise ValueError(f"articles {strays} are not in the {split} split recorded in data/squad/split.json")
+        raise ValueError(f"articles {strays} of {source}/{split} are not where data/squad/split.json puts them")
     return flatten(articles)
 
 
@@ -87,18 +114,21 @@ def squad_datasets(source: str, max_train: int | None = None, max_eval: int | No
 
 
 def write_shipped_files() -> None:
-    """Write split.json and the tiny subsets from the shared dev set (deterministic)."""
-    splits = split_articles(json.loads(SHARED_DEV.read_text(encoding="utf-8"))["data"])
+    """Write split.json and the tiny subsets from the shared train and dev sets (deterministic)."""
+    carved = carve_validation(_read_articles(SHARED_TRAIN))
+    dev = sorted(_read_articles(SHARED_DEV), key=_rank)
+    splits = {"train": carved["train"], "validation": carved["eval"], "dev": dev}
     manifest = {
-        "source": "SQuAD v1.1 dev set (../shared/data/squad_v1.1/dev-v1.1.json)",
-        "rule": "articles ranked by sha1(title); the first 10 are eval, the other 38 train",
+        "source": "SQuAD v1.1: ../shared/data/squad_v1.1/train-answerable.json.gz (train) and dev-v1.1.json (dev)",
+        "rule": "train articles ranked by sha1(title): the first 10 are the validation split of squad-val, the rest "
+        "its train split; squad trains on both and evaluates on dev",
         **{f"{name}_articles": [article["title"] for article in articles] for name, articles in splits.items()},
         **{f"{name}_questions": len(flatten(articles)) for name, articles in splits.items()},
     }
     SHIPPED.mkdir(parents=True, exist_ok=True)
     (SHIPPED / "split.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    for name, count in (("train", 5), ("eval", 2)):
-        tiny = [{**article, "paragraphs": article["paragraphs"][:2]} for article in splits[name][:count]]
+    for name, articles, count in (("train", carved["train"], 5), ("eval", dev, 2)):
+        tiny = [{**article, "paragraphs": article["paragraphs"][:2]} for article in articles[:count]]
         (SHIPPED / f"tiny_{name}.json").write_text(
             json.dumps({"version": "1.1", "data": tiny}, ensure_ascii=False) + "\n", encoding="utf-8"
         )
@@ -106,5 +136,5 @@ def write_shipped_files() -> None:
 
 if __name__ == "__main__":
     write_shipped_files()
-    for split in ("train", "eval"):
-        print(split, len(load_squad(split, "squad")), "questions;", len(load_squad(split, "squad-tiny")), "tiny")
+    for source in SOURCES:
+        print(source, *(f"{split} {len(load_squad(split, source)):,}" for split in ("train", "eval")))
