@@ -154,7 +154,11 @@ def table(results: dict) -> str:
         lines += [
             f"| {c['target']} | {c['threshold']} | {c['shown']} | {'yes' if c['met'] else 'no'} |" for c in checks
         ]
-    lines += ["", "Learned per-layer schedules (share of each example's tokens every layer processes):", ""]
+    lines += [
+        "",
+        "Per-layer schedules of the trained models (share of each example's tokens every layer processes):",
+        "",
+    ]
     for ratio, schedule in results["schedules"].items():
         lines.append(f"- rho={ratio}: " + ", ".join(f"{value:.3f}" for value in schedule))
     return "\n".join(lines) + "\n"
