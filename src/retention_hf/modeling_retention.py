@@ -167,6 +167,39 @@ def additive_key_mask(gate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return log_gate.clamp_min(torch.finfo(dtype).min).to(dtype)[:, None, None, :]
 
 
+def _per_call_budget(retention_ratio, batch_size: int) -> float | list[float] | None:
+    """Check a call's ``retention_ratio``: ``None``, one number, or one number per example (a sequence or a tensor
+    of ``batch_size`` values); returned as a float or a list of floats."""
+    if retention_ratio is None:
+        return None
+    if isinstance(retention_ratio, torch.Tensor):
+        if is_tracing():
+            raise NotImplementedError(
+                "a per-call retention_ratio cannot be traced (exported): set config.retention_ratio"
+            )
+        if retention_ratio.dim() > 1:
+            raise ValueError(
+                f"retention_ratio must be a number or one number per example, got a tensor of shape "
+                f"{tuple(retention_ratio.shape)}"
+            )
+        retention_ratio = retention_ratio.item() if retention_ratio.dim() == 0 else retention_ratio.tolist()
+    if isinstance(retention_ratio, (list, tuple)):
+        if len(retention_ratio) != batch_size:
+            raise ValueError(
+                f"retention_ratio has {len(retention_ratio)} values, expected one per example ({batch_size})"
+            )
+        for value in retention_ratio:
+            _check_ratio(value)
+        values = [float(value) for value in retention_ratio]
+        return values[0] if len(set(values)) == 1 else values
+    _check_ratio(retention_ratio)
+    return float(retention_ratio)
+
+
+def _as_list(budget: float | list[float]) -> list[float]:
+    return budget if isinstance(budget, list) else [budget]
+
+
 class RetentionEncoder(nn.Module):
     """Stock encoder layers with a gate (scorer) in front of every layer from ``retention_first_gated_layer`` on."""
 
@@ -182,17 +215,16 @@ class RetentionEncoder(nn.Module):
         attention_mask: torch.Tensor,
         protected: torch.Tensor,
         restore_dropped_tokens: bool = False,
-        retention_ratio: float | None = None,
+        retention_ratio: float | torch.Tensor | list[float] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> _EncoderResult:
         config = self.config
         protected = protected & attention_mask.bool()  # a protected id in padding is still padding
-        if retention_ratio is not None:
-            _check_ratio(retention_ratio)
+        retention_ratio = _per_call_budget(retention_ratio, hidden_states.shape[0])
         budget = config.retention_ratio if retention_ratio is None else retention_ratio
         # Budget 1 is the stock encoder in training too (no gate is sampled); at inference the top-k at budget 1
         # keeps every token anyway and reports the kept positions, and threshold selection ignores the budget
-        if not config.retention_enabled or (self.training and budget >= 1.0):
+        if not config.retention_enabled or (self.training and min(_as_list(budget)) >= 1.0):
             return self._dense_forward(hidden_states, attention_mask, **kwargs)
         gated = self.config.retention_gated_layers
         if [str(i) for i in gated] != list(self.gates.keys()):
@@ -205,6 +237,14 @@ class RetentionEncoder(nn.Module):
         return self._compact_forward(
             hidden_states, attention_mask, protected, restore_dropped_tokens, retention_ratio, **kwargs
         )
+
+    def _layer_ratios(self, ratio: float | list[float] | None) -> list[float] | list[list[float]]:
+        """The schedule at this call's budget: one list of layer ratios, or one per example for per-example budgets
+        (computed once per distinct budget)."""
+        if not isinstance(ratio, list):
+            return self.config.retention_layer_ratios(ratio)
+        schedules = {value: self.config.retention_layer_ratios(value) for value in set(ratio)}
+        return [schedules[value] for value in ratio]
 
     def _check_training_attention(self, what: str = "Training with retention applies the gates") -> None:
         if self.config._attn_implementation not in ("eager", "sdpa"):
@@ -262,7 +302,7 @@ class RetentionEncoder(nn.Module):
 
     # -------------------------------------------------------------------------------- top-k: gather
     def _compact_forward(
-        self, hidden_states, attention_mask, protected, restore, ratio: float | None = None, **kwargs
+        self, hidden_states, attention_mask, protected, restore, ratio: float | list[float] | None = None, **kwargs
     ) -> _EncoderResult:
         """Scheduled top-k selection with physical removal: inference, and top-k training.
 
@@ -292,7 +332,7 @@ class RetentionEncoder(nn.Module):
             scheduled = scheduled_keep_counts(
                 real_lengths,
                 protected_counts,
-                config.retention_layer_ratios(ratio),
+                self._layer_ratios(ratio),
                 config.retention_min_tokens,
                 config.retention_count_rounding,
             )
@@ -696,7 +736,7 @@ class RetentionModelMixin:
         inputs_embeds: torch.Tensor | None = None,
         protected_mask: torch.Tensor | None = None,
         restore_dropped_tokens: bool = False,
-        retention_ratio: float | None = None,
+        retention_ratio: float | torch.Tensor | list[float] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> RetentionModelOutput:
         r"""
@@ -706,9 +746,10 @@ class RetentionModelMixin:
         restore_dropped_tokens (`bool`, *optional*, defaults to `False`):
             Return a full-length `last_hidden_state` in which every dropped token carries the
             representation it had when it was dropped (what token-level heads need).
-        retention_ratio (`float`, *optional*):
-            The budget of this call for the top-k selection (inference, and top-k training), in (0, 1];
-            defaults to `config.retention_ratio`. The schedule's shape is kept and rescaled to it.
+        retention_ratio (`float`, or `torch.FloatTensor` / list of shape `(batch_size,)`, *optional*):
+            The budget of this call for the top-k selection (inference, and top-k training), in (0, 1]: one
+            number for the batch or one per example; defaults to `config.retention_ratio`. The schedule's shape
+            is kept and rescaled to it, and each example's result does not depend on the other rows' budgets.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")

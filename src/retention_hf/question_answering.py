@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
-from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
+
+from .pipelines import budget_forward_params
 
 
 TASK = "extractive-question-answering"
@@ -199,7 +200,8 @@ class ExtractiveQuestionAnsweringPipeline(ChunkPipeline):
         # {'score': 0.93, 'start': 18, 'end': 21, 'answer': 'Ada'}
 
     Long contexts are read in overlapping windows (``max_seq_len``, ``doc_stride``) and the best span
-    over all windows wins. ``top_k > 1`` returns a list of the best distinct spans.
+    over all windows wins. ``top_k > 1`` returns a list of the best distinct spans. ``retention_ratio=`` sets the
+    budget of a retention model for the call.
     """
 
     def __init__(self, *args, **kwargs):
@@ -207,7 +209,9 @@ class ExtractiveQuestionAnsweringPipeline(ChunkPipeline):
         if self.tokenizer is None:
             raise ValueError("the extractive QA pipeline needs a tokenizer")
 
-    def _sanitize_parameters(self, max_seq_len=None, doc_stride=None, top_k=None, max_answer_len=None, **kwargs):
+    def _sanitize_parameters(
+        self, max_seq_len=None, doc_stride=None, top_k=None, max_answer_len=None, retention_ratio=None, **kwargs
+    ):
         preprocess = {}
         if max_seq_len is not None:
             preprocess["max_seq_len"] = max_seq_len
@@ -222,7 +226,7 @@ class ExtractiveQuestionAnsweringPipeline(ChunkPipeline):
             if max_answer_len < 1:
                 raise ValueError(f"max_answer_len must be >= 1, got {max_answer_len}")
             postprocess["max_answer_len"] = max_answer_len
-        return preprocess, {}, postprocess
+        return preprocess, budget_forward_params(self.model, retention_ratio), postprocess
 
     def __call__(self, question=None, context=None, **kwargs):
         """Answer ``question`` from ``context``; both may be lists (zipped), or pass dicts with those keys."""
@@ -264,9 +268,10 @@ class ExtractiveQuestionAnsweringPipeline(ChunkPipeline):
                 "is_last": window == windows - 1,
             }
 
-    def _forward(self, model_inputs: dict) -> dict:
+    def _forward(self, model_inputs: dict, retention_ratio: float | None = None) -> dict:
         extras = {name: model_inputs.pop(name) for name in ("offsets", "context", "is_last")}
-        outputs = self.model(**model_inputs)
+        budget = {} if retention_ratio is None else {"retention_ratio": retention_ratio}
+        outputs = self.model(**model_inputs, **budget)
         return {"start_logits": outputs.start_logits, "end_logits": outputs.end_logits, **extras}
 
     def postprocess(self, model_outputs: list[dict], top_k: int = 1, max_answer_len: int = 15):
@@ -294,15 +299,6 @@ class ExtractiveQuestionAnsweringPipeline(ChunkPipeline):
         return answers[0] if top_k == 1 else answers
 
 
-def register_pipeline() -> None:
-    """Register :class:`ExtractiveQuestionAnsweringPipeline` under ``TASK`` (done on ``import retention_hf``)."""
-    from transformers import AutoModelForQuestionAnswering
-
-    PIPELINE_REGISTRY.register_pipeline(
-        TASK, pipeline_class=ExtractiveQuestionAnsweringPipeline, pt_model=AutoModelForQuestionAnswering, type="text"
-    )
-
-
 __all__ = [
     "TASK",
     "ExtractiveQuestionAnsweringPipeline",
@@ -313,5 +309,4 @@ __all__ = [
     "postprocess_predictions",
     "prepare_eval_features",
     "prepare_train_features",
-    "register_pipeline",
 ]

@@ -155,6 +155,8 @@ class RetentionTrainer(Trainer):
         config.retention_topk_straight_through = args.topk_straight_through
         config.retention_topk_noise = args.topk_noise
         config.validate_retention()
+        if args.retention_ratio_range is not None:  # an unreachable low end fails now, not at its first draw
+            config.retention_layer_ratios(args.retention_ratio_range[0])
         self.budget = BudgetController(
             target=config.retention_ratio,
             dual_step_size=args.dual_step_size,
@@ -164,6 +166,7 @@ class RetentionTrainer(Trainer):
             damping=args.dual_damping,
         )
         self._examples_in_batch: torch.Tensor | None = None
+        self._micro_batch = 0  # micro-batches drawn in this optimizer step (retention_ratio_range)
         self._step_losses: dict[str, torch.Tensor | float] = {}
         self._eval_keep: list[torch.Tensor] = []
         super().__init__(model, args, *trainer_args, **kwargs)
@@ -259,8 +262,10 @@ class RetentionTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         config = self.accelerator.unwrap_model(model).config
         topk_training = model.training and config.retention_enabled and config.retention_train_with_topk
+        budgets = None
         if topk_training:  # top-k at the budget target of this step (annealed during the warm-up)
-            inputs = {**inputs, "retention_ratio": self.budget.current_target()}
+            budgets = self._sampled_budgets(inputs)
+            inputs = {**inputs, "retention_ratio": self.budget.current_target() if budgets is None else budgets}
         distil_hidden = topk_training and self.args.distillation_hidden_weight > 0
         if distil_hidden:  # the kept tokens' layer outputs, matched to the teacher's
             inputs = {**inputs, "output_hidden_states": True}
@@ -305,8 +310,26 @@ class RetentionTrainer(Trainer):
             self._record("budget_penalty", penalty, divisor)
             loss = loss + penalty
         elif topk_training:  # exact selection, no penalty: log the realised keep ratio
-            self.budget.accumulate(outputs["keep_ratio"], outputs["layer_keep_ratio"])
+            self.budget.accumulate(outputs["keep_ratio"], outputs["layer_keep_ratio"], target=budgets)
         return (loss, outputs) if return_outputs else loss
+
+    def _sampled_budgets(self, inputs) -> torch.Tensor | None:
+        """With ``retention_ratio_range``, this micro-batch's per-example budgets (annealed like a fixed budget).
+
+        The draws depend only on the seed, the optimizer step, the micro-batch within it and the process, so a
+        run resumed from a checkpoint draws exactly what the uninterrupted run drew."""
+        bounds = self.args.retention_ratio_range
+        if bounds is None:
+            return None
+        batch_size = next(value for value in inputs.values() if isinstance(value, torch.Tensor)).shape[0]
+        key = ((self.args.seed * 1_000_003 + self.state.global_step) * 1_009 + self._micro_batch) * 127
+        generator = torch.Generator().manual_seed((key + self.args.process_index) % 2**63)
+        self._micro_batch += 1
+        low, high = bounds
+        budgets = low + (high - low) * torch.rand(batch_size, generator=generator, dtype=torch.float64)
+        if self.args.retention_ratio_sampling == "sandwich":
+            budgets[: min(2, batch_size)] = torch.tensor([low, high], dtype=torch.float64)[: min(2, batch_size)]
+        return self.budget.anneal(budgets).float()
 
     def _normalise(self, per_example: torch.Tensor, scaled: bool) -> torch.Tensor:
         """Reduce a per-example term over the micro-batch the way the task loss is reduced."""
@@ -343,6 +366,7 @@ class RetentionTrainer(Trainer):
 
     def _close_budget_step(self) -> None:
         """End of an optimizer step (called by the budget callback): dual step and step statistics."""
+        self._micro_batch = 0
         reduce = None
         if self.args.world_size > 1:
             reduce = lambda totals: self.accelerator.reduce(totals, reduction="sum")  # noqa: E731

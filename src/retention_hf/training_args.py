@@ -38,6 +38,23 @@ class RetentionTrainingArguments(TrainingArguments):
             "help": "Budget rho in (0, 1]: the share of the dense token-layer work to spend. Overrides the model config."
         },
     )
+    retention_ratio_range: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Train one model for every budget in [low, high] (two numbers, e.g. 0.2 1.0): with top-k training "
+            "each example of every step draws its budget uniformly from the range (annealed from 1.0 during the "
+            "budget warm-up like a fixed budget), so the checkpoint can serve any budget in it per call. "
+            "retention_ratio stays the budget it serves by default."
+        },
+    )
+    retention_ratio_sampling: Literal["uniform", "sandwich"] = field(
+        default="uniform",
+        metadata={
+            "help": "With retention_ratio_range: 'uniform' draws every example's budget; 'sandwich' also sets the first "
+            "example of every micro-batch to the low end and the second to the high end (the sandwich rule of "
+            "slimmable networks), so both ends train in every step."
+        },
+    )
     dual_step_size: float = field(
         default=DEFAULT_DUAL_STEP_SIZE,
         metadata={"help": "eta of the projected dual ascent lambda <- max(0, lambda + eta * (keep - target))."},
@@ -164,9 +181,11 @@ class RetentionTrainingArguments(TrainingArguments):
             raise ValueError(f"retention_ratio must be in (0, 1], got {self.retention_ratio}")
         if self.dual_step_size < 0:
             raise ValueError(f"dual_step_size (eta) must be >= 0, got {self.dual_step_size}")
+        self._check_ratio_range()
         for name, choices in (
             ("selection_training", ("topk", "hard_concrete")),
             ("budget_cost", ("probability", "l0")),
+            ("retention_ratio_sampling", ("uniform", "sandwich")),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
@@ -209,6 +228,24 @@ class RetentionTrainingArguments(TrainingArguments):
             raise ValueError(
                 "exact_sparse_training needs gate_sampling='hard_concrete': sigmoid gates are never exactly 0"
             )
+
+    def _check_ratio_range(self) -> None:
+        if self.retention_ratio_range is None:
+            return
+        bounds = list(self.retention_ratio_range)
+        if len(bounds) != 2 or not all(isinstance(value, (int, float)) for value in bounds):
+            raise ValueError(
+                f"retention_ratio_range must be two numbers (low, high), got {self.retention_ratio_range!r}"
+            )
+        low, high = (float(value) for value in bounds)
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"retention_ratio_range must satisfy 0 < low <= high <= 1, got ({low}, {high})")
+        if self.selection_training != "topk":
+            raise ValueError(
+                "retention_ratio_range samples the budget of the top-k selection; the Hard-Concrete recipe trains "
+                "one budget through its penalty: use selection_training='topk'"
+            )
+        self.retention_ratio_range = [low, high]
 
     def _check_topk_combinations(self) -> None:
         """Reject the Hard-Concrete settings that top-k training would silently ignore."""
