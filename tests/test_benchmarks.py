@@ -81,6 +81,72 @@ def test_harness_end_to_end(checkpoints, tmp_path):
         assert (output / plot).stat().st_size > 1000
 
 
+def test_one_checkpoint_at_many_budgets(checkpoints, tmp_path):
+    output = tmp_path / "results"
+    results = run_benchmarks(
+        [
+            "--dataset=sst2",
+            f"--dense={checkpoints['dense']}",
+            "--learned",
+            f"0.5={checkpoints['r50']}",
+            f"--any_budget={checkpoints['r30']}",
+            "--budgets",
+            "1.0",
+            "0.5",
+            "0.2",
+            "--max_length=32",
+            "--batch_size=8",
+            "--repeats=1",
+            "--limit=16",
+            "--skip",
+            "memory",
+            f"--output={output}",
+        ]
+    )
+    rows = {"any rho=1.0", "any rho=0.5", "any rho=0.2"}
+    assert rows < set(results["speed"]) and rows < set(results["accuracy"])
+    assert results["any_budget"] == {"checkpoint": str(checkpoints["r30"]), "budgets": [1.0, 0.5, 0.2]}
+    for budget in (1.0, 0.5, 0.2):  # the one checkpoint runs at each budget, and the baselines keep as much
+        row = results["accuracy"][f"any rho={budget}"]
+        assert len({round(cell["keep_ratio"], 6) for cell in row.values()}) == 1
+        assert row["learned"]["keep_ratio"] == pytest.approx(budget, abs=0.06)
+    targets = {check["target"] for check in results["targets"]}
+    assert {
+        "any-budget vs per-budget model, rho 0.5",
+        "any-budget at rho 1 vs dense",
+        "any-budget vs best baseline, rho 0.2",
+    } <= targets
+    table = (output / "results.md").read_text()
+    assert all(f"| {row} |" in table for row in rows)
+    assert (output / "accuracy_vs_budget.png").stat().st_size > 1000
+
+
+def test_any_budget_checks_on_hand_built_results():
+    def cell(accuracy):
+        return {"accuracy": accuracy, "keep_ratio": 0.3}
+
+    baselines = {"random": cell(0.6), "truncation": cell(0.7), "attention": cell(0.75)}
+    results = {
+        "dataset": "sst2",
+        "schedules": {"0.5": [0.5] * 6},
+        "any_budget": {"checkpoint": "x", "budgets": [1.0, 0.5, 0.2]},
+        "accuracy": {
+            "dense": 0.9,
+            "rho=0.5": {"learned": cell(0.87), **baselines},
+            "any rho=1.0": {"learned": cell(0.896), **baselines},
+            "any rho=0.5": {"learned": cell(0.864), **baselines},
+            "any rho=0.2": {"learned": cell(0.74), **baselines},
+        },
+    }
+    checks = {check["target"]: (check["shown"], check["met"]) for check in report.target_checks(results)}
+    assert checks["any-budget at rho 1 vs dense"] == ("-0.0040", False)
+    assert checks["any-budget vs per-budget model, rho 0.5"] == ("-0.0060", False)
+    assert checks["any-budget vs best baseline, rho 0.2"] == ("-0.0100", False)
+    results["accuracy"]["any rho=0.5"]["learned"] = cell(0.866)
+    checks = {check["target"]: check["met"] for check in report.target_checks(results)}
+    assert checks["any-budget vs per-budget model, rho 0.5"]
+
+
 def test_target_checks_on_hand_built_imdb_results():
     def cell(accuracy):
         return {"accuracy": accuracy, "keep_ratio": 0.3}

@@ -15,12 +15,20 @@ def _ratios(results: dict) -> list[float]:
     return sorted((float(r) for r in results["schedules"]), reverse=True)
 
 
+def _any_budgets(results: dict) -> list[float]:
+    """The budgets at which the one ``--any_budget`` checkpoint was measured (none without it)."""
+    return results.get("any_budget", {}).get("budgets", [])
+
+
 # Issue 4's targets. Speed targets are stated for IMDb at max length 512; the others apply to both tasks.
 SPEEDUP_TARGETS = {"imdb": {0.5: 2.2, 0.3: 3.5}}
 IDEAL_SHARE_TARGETS = {"imdb": {0.3: 0.9}}
 ACCURACY_TARGETS = {"sst2": {0.5: 0.995, 0.3: 0.985}, "imdb": {0.5: 0.995, 0.3: 0.99}}
 MEMORY_TARGET = (0.3, 0.5)  # at rho 0.3, peak memory above the model at most half of dense's
 OVERHEAD_TARGET = 0.02
+# One checkpoint for every budget (issue "One checkpoint, any budget"): against the per-budget models, in points
+ANY_BUDGET_VS_PER_BUDGET = 0.005
+ANY_BUDGET_AT_ONE_VS_DENSE = 0.003
 
 
 def target_checks(results: dict) -> list[dict[str, object]]:
@@ -78,7 +86,40 @@ def target_checks(results: dict) -> list[dict[str, object]]:
             best = max(row[name]["accuracy"] for name in ("random", "truncation", "attention"))
             margin = row["learned"]["accuracy"] - best
             check(f"learned vs best baseline, rho {ratio}", "> 0", margin, margin > 0, f"{margin:+.4f}")
+        any_checks(accuracy, _any_budgets(results), check)
     return checks
+
+
+def any_checks(accuracy: dict, budgets: list[float], check) -> None:
+    """The any-budget checkpoint against the per-budget models, against dense at rho 1, and against the
+    training-free baselines at its smallest budget."""
+    for ratio in budgets:
+        one = accuracy[f"any rho={ratio}"]["learned"]["accuracy"]
+        if f"rho={ratio}" in accuracy:
+            gap = one - accuracy[f"rho={ratio}"]["learned"]["accuracy"]
+            check(
+                f"any-budget vs per-budget model, rho {ratio}",
+                f">= -{ANY_BUDGET_VS_PER_BUDGET:.3f}",
+                gap,
+                gap >= -ANY_BUDGET_VS_PER_BUDGET,
+                f"{gap:+.4f}",
+            )
+        if ratio == 1.0:
+            gap = one - accuracy["dense"]
+            check(
+                "any-budget at rho 1 vs dense",
+                f">= -{ANY_BUDGET_AT_ONE_VS_DENSE:.3f}",
+                gap,
+                gap >= -ANY_BUDGET_AT_ONE_VS_DENSE,
+                f"{gap:+.4f}",
+            )
+    if budgets:
+        ratio = min(budgets)
+        row = accuracy[f"any rho={ratio}"]
+        margin = row["learned"]["accuracy"] - max(
+            row[name]["accuracy"] for name in ("random", "truncation", "attention")
+        )
+        check(f"any-budget vs best baseline, rho {ratio}", "> 0", margin, margin > 0, f"{margin:+.4f}")
 
 
 def table(results: dict) -> str:
@@ -101,6 +142,7 @@ def table(results: dict) -> str:
     if accuracy:
         header += ["accuracy", "random", "truncation", "attention"]
     names = ["stock", "dense", "rho=1.0"] + [f"rho={r}" for r in _ratios(results)]
+    names += [f"any rho={r}" for r in _any_budgets(results)]
     for name in names:
         row = [name]
         if speed:
@@ -161,6 +203,8 @@ def table(results: dict) -> str:
     ]
     for ratio, schedule in results["schedules"].items():
         lines.append(f"- rho={ratio}: " + ", ".join(f"{value:.3f}" for value in schedule))
+    if "any_budget" in results:
+        lines += ["", f"`any rho=R`: the one checkpoint `{results['any_budget']['checkpoint']}` run at budget R."]
     return "\n".join(lines) + "\n"
 
 
@@ -172,6 +216,10 @@ def plots(results: dict, output: Path) -> list[Path]:
         figure, axis = plt.subplots(figsize=(5, 3.5))
         for name, style in [("learned", "o-"), ("attention", "s--"), ("truncation", "^--"), ("random", "x:")]:
             axis.plot(ratios, [accuracy[f"rho={r}"][name]["accuracy"] for r in ratios], style, label=name)
+        budgets = _any_budgets(results)
+        if budgets:
+            one = [accuracy[f"any rho={r}"]["learned"]["accuracy"] for r in budgets]
+            axis.plot(budgets, one, "D-", label="one checkpoint, any budget")
         axis.axhline(accuracy["dense"], color="gray", linestyle="-", linewidth=1, label="dense")
         axis.set(
             xlabel="budget rho (share of dense work)",
@@ -186,6 +234,10 @@ def plots(results: dict, output: Path) -> list[Path]:
         figure, axis = plt.subplots(figsize=(5, 3.5))
         axis.plot(ratios, [speed[f"rho={r}"]["speedup_vs_dense"] for r in ratios], "o-", label="retention")
         axis.plot(ratios, [speed[f"ideal rho={r}"]["speedup_vs_dense"] for r in ratios], "s--", label="ideal limit")
+        budgets = _any_budgets(results)
+        if budgets:
+            one = [speed[f"any rho={r}"]["speedup_vs_dense"] for r in budgets]
+            axis.plot(budgets, one, "D-", label="one checkpoint, any budget")
         axis.axhline(1.0, color="gray", linewidth=1)
         axis.set(xlabel="budget rho", ylabel="throughput vs dense", title=f"{results['dataset']}: speed-up vs budget")
         axis.invert_xaxis()

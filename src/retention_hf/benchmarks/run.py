@@ -67,6 +67,13 @@ def machine() -> dict[str, object]:
     }
 
 
+def any_budget_rows(args) -> dict[str, tuple[float, str]]:
+    """``{"any rho=R": (R, checkpoint)}`` for the one checkpoint of ``--any_budget`` at every ``--budgets`` value."""
+    if args.any_budget is None:
+        return {}
+    return {f"any rho={ratio}": (ratio, args.any_budget) for ratio in sorted(set(args.budgets), reverse=True)}
+
+
 def run_speed(args, learned: dict[float, str], batches) -> dict[str, object]:
     first = next(iter(learned.values()))
     reference = load_retention_model(first)
@@ -82,6 +89,9 @@ def run_speed(args, learned: dict[float, str], batches) -> dict[str, object]:
         model = load_retention_model(path, retention_ratio=ratio)
         configurations[f"rho={ratio}"] = lambda i, b, m=model: m(**model_inputs(b))
         configurations[f"ideal rho={ratio}"] = IdealLimit(model, batches)
+    for name, (ratio, path) in any_budget_rows(args).items():
+        model = load_retention_model(path, retention_ratio=ratio)
+        configurations[name] = lambda i, b, m=model: m(**model_inputs(b))
     timings = time_configurations(configurations, batches, repeats=args.repeats)
     dense_throughput = timings["dense"].throughput
     speed = {
@@ -120,17 +130,18 @@ def load_dense(path: str, first_gated_layer: int | None = None) -> torch.nn.Modu
 def run_accuracy(args, learned: dict[float, str], batches) -> dict[str, object]:
     results: dict[str, object] = {"dense": accuracy(load_dense(args.dense), batches, desc="dense")["accuracy"]}
     dense_by_first_gate: dict[int, torch.nn.Module] = {}  # copy_schedule rewrites every budget field it uses
-    for ratio, path in learned.items():
+    rows = {f"rho={ratio}": (ratio, path) for ratio, path in learned.items()} | any_budget_rows(args)
+    for label, (ratio, path) in rows.items():
         model = load_retention_model(path, retention_ratio=ratio)
-        row = {"learned": accuracy(model, batches, desc=f"learned rho={ratio}")}
+        row = {"learned": accuracy(model, batches, desc=f"learned {label}")}
         first_gate = model.config.retention_first_gated_layer
         if first_gate not in dense_by_first_gate:
             dense_by_first_gate[first_gate] = load_dense(args.dense, first_gate)
         dense = dense_by_first_gate[first_gate]
         copy_schedule(model.config, dense, ratio)
         for name in BASELINES:
-            row[name] = accuracy(dense, batches, baseline=name, desc=f"{name} rho={ratio}")
-        results[f"rho={ratio}"] = row
+            row[name] = accuracy(dense, batches, baseline=name, desc=f"{name} {label}")
+        results[label] = row
     return results
 
 
@@ -141,6 +152,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, ob
     parser.add_argument("--dataset", choices=["sst2", "imdb"], required=True)
     parser.add_argument("--dense", required=True, help="the fine-tuned dense checkpoint (baselines, dense accuracy)")
     parser.add_argument("--learned", nargs="+", required=True, help="RATIO=CHECKPOINT of the retention models")
+    parser.add_argument(
+        "--any_budget",
+        help="one checkpoint trained for a range of budgets (retention_ratio_range): measured at every --budgets "
+        "value next to the per-budget --learned models",
+    )
+    parser.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        default=[1.0, 0.7, 0.5, 0.3, 0.2],
+        help="the budgets at which --any_budget is measured",
+    )
     parser.add_argument("--max_length", type=int, default=512)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over every batch and configuration")
@@ -164,6 +187,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, ob
     args = parser.parse_args(argv)
     logging.set_verbosity_error()
     learned = parse_learned(args.learned)
+    for ratio in args.budgets:
+        if not 0.0 < ratio <= 1.0:
+            parser.error(f"--budgets: every budget must be in (0, 1], got {ratio}")
+    if args.any_budget is not None and args.backend == "onnxruntime":
+        parser.error("--any_budget is measured with the torch backend only (an export serves one budget)")
 
     tokenizer = AutoTokenizer.from_pretrained(args.dense)
     batches = make_batches(tokenizer, load_examples(args.dataset, args.limit), args.batch_size, args.max_length)
@@ -181,6 +209,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, ob
             for ratio, path in learned.items()
         },
     }
+    if args.any_budget is not None:
+        results["any_budget"] = {"checkpoint": args.any_budget, "budgets": sorted(set(args.budgets), reverse=True)}
     timing_limit = min((n for n in (args.limit, args.timing_examples) if n), default=None)
     timing_batches = batches[: -(-timing_limit // args.batch_size)] if timing_limit else batches
     results["timing_examples"] = sum(len(b["labels"]) for b in timing_batches)
