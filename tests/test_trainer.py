@@ -11,6 +11,7 @@ from datasets import Dataset
 from transformers import BertForSequenceClassification, HfArgumentParser, TrainerCallback
 
 from retention_hf import RetentionTrainer, RetentionTrainingArguments
+from retention_hf.model_card import card_data_from_checkpoint
 
 from families import BERT, ROBERTA
 
@@ -363,6 +364,37 @@ def test_an_unreachable_low_end_fails_before_training(tmp_path):
             retention_ratio_range=[0.2, 1.0],
             distillation_weight=0,
         )
+
+
+def test_an_any_budget_checkpoint_states_its_range_and_curve(tmp_path):
+    trainer = make_trainer(
+        tmp_path,
+        selection_training="topk",
+        retention_ratio=0.5,
+        retention_ratio_range=[0.3, 1.0],
+        max_steps=2,
+        distillation_weight=0,
+    )
+    trainer.train()
+    trainer.compute_metrics = lambda output: {
+        "accuracy": float((output.predictions.argmax(-1) == output.label_ids).mean())
+    }
+    evaluation = random_dataset(16, seed=1)
+    with pytest.raises(ValueError, match=r"retention_ratio must be a number in \(0, 1\], got 1.5"):
+        trainer.evaluate_budgets([0.5, 1.5], eval_dataset=evaluation)
+    curve = trainer.evaluate_budgets([0.3, 1.0, 0.5], eval_dataset=evaluation)
+    assert list(curve) == [1.0, 0.5, 0.3] and trainer.model.config.retention_ratio == 0.5
+    keeps = [curve[budget]["eval_keep_ratio"] for budget in curve]
+    assert keeps[0] == 1.0 and keeps[1] == pytest.approx(0.5, abs=0.05) and keeps[2] == pytest.approx(0.3, abs=0.05)
+    trainer.save_model(str(tmp_path / "saved"))
+    config = json.loads((tmp_path / "saved/config.json").read_text())
+    assert config["retention_trained_ratio_range"] == [0.3, 1.0]
+    card = (tmp_path / "saved/README.md").read_text()
+    assert "Trained for every budget from **0.3** to **1.0**" in card
+    assert "## At every budget" in card
+    assert f"| 0.3 | {keeps[2]:.3f} | {curve[0.3]['eval_accuracy']:.4f} |" in card
+    restored = card_data_from_checkpoint(tmp_path / "saved")
+    assert [row["budget"] for row in restored.budget_curve] == [1.0, 0.5, 0.3]
 
 
 def test_budget_sampling_is_seeded_and_survives_resume(tmp_path):

@@ -40,6 +40,15 @@ def _check_ratio(value: Any) -> None:
         raise ValueError(f"retention_ratio must be a number in (0, 1], got {value!r}")
 
 
+def _check_ratio_range(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(_is_real_number(bound) for bound in value):
+        raise ValueError(f"retention_trained_ratio_range must be None or two numbers (low, high), got {value!r}")
+    if not 0.0 < value[0] <= value[1] <= 1.0:
+        raise ValueError(f"retention_trained_ratio_range must satisfy 0 < low <= high <= 1, got {value!r}")
+
+
 def _check_schedule(value: Any) -> None:
     if isinstance(value, str):
         if value not in SCHEDULE_NAMES:
@@ -233,6 +242,9 @@ class RetentionConfig:
             drops are not lost: their mean hidden state rides along as one extra slot, which takes one of the
             kept slots (so the budget is unchanged) and counts as many keys in attention as the tokens it
             holds. Later gates fold the tokens they drop into it. It needs eager or sdpa attention.
+        retention_trained_ratio_range: The budgets the checkpoint was trained to serve, ``[low, high]``: written by
+            ``RetentionTrainer`` when it trains with ``retention_ratio_range`` (each example drawing its budget), so
+            the card can say which per-call budgets the model learned; ``None`` for a model trained at one budget.
     """
 
     base_model_type: ClassVar[str] = ""
@@ -277,6 +289,7 @@ class RetentionConfig:
     retention_detach_scorer_input: bool = True
     retention_budget_gradient: Literal["bias", "full"] = "bias"
     retention_merge_dropped: bool = False
+    retention_trained_ratio_range: list[float | int] | None = validated_field(_check_ratio_range, default=None)
 
     @classmethod
     def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:

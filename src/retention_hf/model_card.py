@@ -29,7 +29,15 @@ PAPER_URL = "https://arxiv.org/abs/2510.08798"
 PLACEHOLDER_NAME = "retention-model"
 # Card facts with no standard metadata field, kept under this metadata key so a re-rendered card keeps them.
 EXTRA_KEY = "retention_hf"
-_EXTRA_FIELDS = ("local_datasets", "eval_dataset", "eval_split", "keep_ratio", "speedup", "speedup_setup")
+_EXTRA_FIELDS = (
+    "local_datasets",
+    "eval_dataset",
+    "eval_split",
+    "keep_ratio",
+    "speedup",
+    "speedup_setup",
+    "budget_curve",
+)
 _DEFAULT_TAGS = ("retention-hf", "adaptive-retention", "token-pruning")
 
 # Trainer metrics that describe the run rather than the model's quality.
@@ -62,6 +70,9 @@ class RetentionModelCardData:
         speedup: Measured inference speed-up over the same weights run dense.
         speedup_setup: How the speed-up was measured (hardware, batch, length), shown next to it.
         language, license, tags: Hub metadata.
+        budget_curve: The same checkpoint measured at several budgets, one row per budget, highest first:
+            ``{"budget": 0.3, "keep_ratio": 0.301, "metrics": {"accuracy": 0.84}}`` (``RetentionTrainer.
+            evaluate_budgets`` fills it); the card shows it as a table.
     """
 
     model_name: str | None = None
@@ -77,6 +88,7 @@ class RetentionModelCardData:
     language: str | list[str] | None = None
     license: str | None = None
     tags: list[str] = field(default_factory=list)
+    budget_curve: list[dict[str, Any]] = field(default_factory=list)
 
     def update_from_metrics(
         self, metrics: dict[str, Any], prefix: str = "eval_", quality: tuple[str, ...] | None = None
@@ -96,6 +108,15 @@ class RetentionModelCardData:
                 self.speedup = float(value)
             elif name in quality if quality is not None else not any(marker in name for marker in _NOT_QUALITY):
                 self.metrics[name] = float(value)
+        return self
+
+    def set_budget_curve(self, curve: dict[float, dict[str, Any]], prefix: str = "eval_") -> RetentionModelCardData:
+        """Take ``{budget: Trainer metrics}`` as the card's budget curve (quality metrics and keep ratio)."""
+        rows = []
+        for budget in sorted(curve, reverse=True):
+            row = RetentionModelCardData().update_from_metrics(curve[budget], prefix)
+            rows.append({"budget": float(budget), "keep_ratio": row.keep_ratio, "metrics": row.metrics})
+        self.budget_curve = rows
         return self
 
 
@@ -196,6 +217,7 @@ def render_model_card_for_config(
         layers=layers,
         protected_token_ids=list(config.retention_protected_token_ids),
         protect_first_segment=config.retention_protect_first_segment,
+        trained_range=getattr(config, "retention_trained_ratio_range", None),
         version=_version(),
         paper_url=PAPER_URL,
     )

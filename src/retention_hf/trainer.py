@@ -157,6 +157,7 @@ class RetentionTrainer(Trainer):
         config.validate_retention()
         if args.retention_ratio_range is not None:  # an unreachable low end fails now, not at its first draw
             config.retention_layer_ratios(args.retention_ratio_range[0])
+            config.retention_trained_ratio_range = list(args.retention_ratio_range)
         self.budget = BudgetController(
             target=config.retention_ratio,
             dual_step_size=args.dual_step_size,
@@ -523,6 +524,25 @@ class RetentionTrainer(Trainer):
         if self.accelerator.unwrap_model(self.model).config.retention_enabled:
             self.model_card_data.update_from_metrics(metrics, prefix=f"{kwargs.get('metric_key_prefix', 'eval')}_")
         return metrics
+
+    def evaluate_budgets(self, budgets, eval_dataset=None, metric_key_prefix: str = "eval") -> dict[float, dict]:
+        """Evaluate the model at every budget in ``budgets`` (the same weights, the budget set per run) and put
+        the curve on the model card. Returns ``{budget: metrics}``; the model's own budget is restored after.
+
+        What a checkpoint trained with ``retention_ratio_range`` is for: one model, any budget per call."""
+        model = self.accelerator.unwrap_model(self.model)
+        own = model.config.retention_ratio
+        curve: dict[float, dict] = {}
+        try:
+            for budget in sorted({float(value) for value in budgets}, reverse=True):
+                model.config.retention_layer_ratios(budget)  # a bad budget fails before any evaluation
+            for budget in sorted({float(value) for value in budgets}, reverse=True):
+                model.config.retention_ratio = budget
+                curve[budget] = super().evaluate(eval_dataset, metric_key_prefix=metric_key_prefix)
+        finally:
+            model.config.retention_ratio = own
+        self.model_card_data.set_budget_curve(curve, prefix=f"{metric_key_prefix}_")
+        return curve
 
     def predict(self, *args, **kwargs):
         self._write_learned_schedule()  # predict with the schedule learned so far
