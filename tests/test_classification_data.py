@@ -139,3 +139,15 @@ def test_own_file_errors_before_training(start, tmp_path):
         train(start, tmp_path, good, other)
     with pytest.raises(ValueError, match="give both --train_file and --validation_file"):
         main([f"--train_file={good}", f"--output_dir={tmp_path / 'out'}"])
+
+
+def test_an_any_budget_run_from_the_command_line(start, tmp_path):
+    rows = [{"text": f"news item number {i} about {TOPICS[i % 4]} and more", "label": i % 2} for i in range(12)]
+    files = write_rows(tmp_path / "t.jsonl", rows), write_rows(tmp_path / "v.jsonl", rows[:8])
+    results = train(start, tmp_path, *files, "--retention_ratio_range", "0.3", "1.0", "--eval_budgets", "1.0", "0.3")
+    curve = results["eval_budget_curve"]
+    assert list(curve) == ["1.0", "0.3"]
+    assert curve["1.0"]["keep_ratio"] == 1.0 and curve["0.3"]["keep_ratio"] == pytest.approx(0.3, abs=0.05)
+    assert AutoConfig.from_pretrained(tmp_path / "out").retention_trained_ratio_range == [0.3, 1.0]
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "Trained for every budget from **0.3** to **1.0**" in card and "## At every budget" in card

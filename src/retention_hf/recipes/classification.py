@@ -76,6 +76,13 @@ class DataArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation examples."})
+    eval_budgets: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Also evaluate the same weights at each of these budgets (for a model trained with "
+            "--retention_ratio_range): accuracy and keep ratio per budget in eval_results.json and on the card."
+        },
+    )
 
 
 def load_split(path: str | Path):
@@ -236,6 +243,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             }
         )
         results["learned_schedule"] = model.config.retention_learned_schedule
+        if data_args.eval_budgets:
+            curve = trainer.evaluate_budgets(data_args.eval_budgets, eval_dataset=validation)
+            results["eval_budget_curve"] = {
+                str(budget): {"accuracy": row["eval_accuracy"], "keep_ratio": row.get("eval_keep_ratio", 1.0)}
+                for budget, row in curve.items()
+            }
     if data_args.dataset_name or not data_args.train_file:
         write_results(trainer, results, data_args.dataset_name or HUB_DATASETS.get(data_args.dataset))
     else:  # local files, named with their folder; the metrics were measured on the validation file
