@@ -393,6 +393,9 @@ def test_an_any_budget_checkpoint_states_its_range_and_curve(tmp_path):
     assert "Trained for every budget from **0.3** to **1.0**" in card
     assert "## At every budget" in card
     assert f"| 0.3 | {keeps[2]:.3f} | {curve[0.3]['eval_accuracy']:.4f} |" in card
+    assert "![accuracy at every budget](budget_curve.svg)" in card
+    svg = (tmp_path / "saved/budget_curve.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<circle") == 3 and "accuracy at every budget" in svg
     restored = card_data_from_checkpoint(tmp_path / "saved")
     assert [row["budget"] for row in restored.budget_curve] == [1.0, 0.5, 0.3]
 

@@ -24,6 +24,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "retention_model_card.md"
 CARD_NAME = "README.md"
+CURVE_IMAGE = "budget_curve.svg"  # written next to the card when it has a budget curve
 PAPER_URL = "https://arxiv.org/abs/2510.08798"
 # model-index needs a name; until the card names the model this one stands in, and is not read back.
 PLACEHOLDER_NAME = "retention-model"
@@ -223,6 +224,49 @@ def render_model_card_for_config(
     )
 
 
+def budget_curve_svg(rows: list[dict[str, Any]], metric: str, width: int = 420, height: int = 260) -> str:
+    """A self-contained SVG line chart of ``metric`` against the budget, from a card's ``budget_curve`` rows.
+
+    Plain SVG text, so that writing a card needs no plotting library; the Hub shows it in the card."""
+    points = sorted((row["budget"], row["metrics"][metric]) for row in rows if metric in row["metrics"])
+    left, right, top, bottom = 56, 16, 28, 40
+    low, high = min(value for _, value in points), max(value for _, value in points)
+    pad = max((high - low) * 0.1, 0.005)
+    low, high = low - pad, high + pad
+
+    def x(budget: float) -> float:
+        return left + budget * (width - left - right)
+
+    def y(value: float) -> float:
+        return top + (high - value) / (high - low) * (height - top - bottom)
+
+    axis = f"{left},{top} {left},{height - bottom} {width - right},{height - bottom}"
+    line = " ".join(f"{x(budget):.1f},{y(value):.1f}" for budget, value in points)
+    ticks = [
+        f'<text x="{x(tick):.1f}" y="{height - bottom + 16}" text-anchor="middle">{tick:.1f}</text>'
+        for tick in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    ] + [
+        f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.3f}</text>'
+        for value in sorted({min(value for _, value in points), max(value for _, value in points)})
+    ]
+    dots = [f'<circle cx="{x(budget):.1f}" cy="{y(value):.1f}" r="3"/>' for budget, value in points]
+    return "\n".join(
+        [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+            'font-size="11">',
+            '<rect width="100%" height="100%" fill="white"/>',
+            f'<text x="{width / 2}" y="16" text-anchor="middle">{metric} at every budget (one checkpoint)</text>',
+            f'<polyline points="{axis}" fill="none" stroke="black"/>',
+            f'<polyline points="{line}" fill="none" stroke="#1f77b4" stroke-width="2"/>',
+            f'<g fill="#1f77b4">{"".join(dots)}</g>',
+            *ticks,
+            f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">budget rho</text>',
+            "</svg>",
+            "",
+        ]
+    )
+
+
 def write_model_card(
     model,
     save_directory: str | os.PathLike,
@@ -230,9 +274,14 @@ def write_model_card(
     model_name: str | None = None,
     tags: list[str] | tuple[str, ...] = (),
 ) -> ModelCard:
-    """Render the card and save it as ``<save_directory>/README.md``."""
+    """Render the card and save it as ``<save_directory>/README.md``, with ``budget_curve.svg`` beside it when
+    the card has a budget curve."""
     card = render_model_card(model, card_data, model_name, tags)
     card.save(os.path.join(save_directory, CARD_NAME))
+    curve = (card_data or getattr(model, "model_card_data", None) or RetentionModelCardData()).budget_curve
+    if curve and curve[0]["metrics"]:
+        svg = budget_curve_svg(curve, next(iter(curve[0]["metrics"])))
+        Path(save_directory, CURVE_IMAGE).write_text(svg, encoding="utf-8")
     return card
 
 
