@@ -36,7 +36,7 @@ def test_the_largest_budget_within_the_target_is_found_in_few_probes(model, chec
 
     model.register_forward_pre_hook(record, with_kwargs=True)
 
-    def stand_in_clock(call, repeats):  # a machine on which a batch takes 100 ms times the budget
+    def stand_in_clock(call, repeats, device=None):  # a machine on which a batch takes 100 ms times the budget
         call()
         return 100.0 * probed[-1]
 
@@ -71,4 +71,9 @@ def test_bad_inputs_fail_early(model, checkpoint, tmp_path):
         TypeError, match="budget_for_latency needs a retention model, got BertForSequenceClassification"
     ):
         budget_for_latency(stock, tokenizer, TEXTS, max_ms=10)
+    with pytest.raises(ValueError, match="budgets is empty"):
+        budget_for_latency(model, tokenizer, TEXTS, max_ms=10, budgets=[])
+    model.config.retention_enabled = False
+    with pytest.raises(ValueError, match="needs retention on with top-k selection"):
+        budget_for_latency(model, tokenizer, TEXTS, max_ms=10)
     assert torch.is_grad_enabled()

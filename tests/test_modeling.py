@@ -235,6 +235,18 @@ def test_bad_per_call_budgets_are_rejected(family, budget, message):
         model(**family.inputs([5, 4, 3]), retention_ratio=budget)
 
 
+def test_a_per_call_budget_where_no_budget_selects_is_an_error(family):
+    inputs = family.inputs([5, 4, 3])
+    threshold = make_model(family, "sequence", retention_ratio=0.5, retention_inference_selection="threshold")
+    with pytest.raises(ValueError, match=r"retention_ratio=0.3 was given, but threshold selection does not select"):
+        threshold(**inputs, retention_ratio=0.3)
+    soft = make_model(family, "sequence", retention_ratio=0.5).train()  # Hard-Concrete gates
+    with pytest.raises(ValueError, match=r"retention_ratio=\[0.3, 0.5, 0.7\] was given, but Hard-Concrete training"):
+        soft(**inputs, retention_ratio=[0.3, 0.5, 0.7])
+    dense = make_model(family, "sequence", retention_ratio=0.5, retention_enabled=False)
+    assert dense(**inputs, retention_ratio=0.3).keep_ratio.tolist() == [1.0, 1.0, 1.0]  # retention off runs dense
+
+
 @pytest.mark.parametrize("task", ["sequence", "token", "qa"])
 def test_batch_invariance(family, task):
     model = make_model(family, task, retention_ratio=0.4)

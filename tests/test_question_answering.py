@@ -155,9 +155,9 @@ def qa_checkpoint(tmp_path_factory):
 def test_squad_sources_keep_train_and_eval_apart():
     train, validation = (squad_data.load_squad(split, "squad-val") for split in ("train", "eval"))
     dev = squad_data.load_squad("eval", "squad")
-    for held_out in (validation, dev):
-        assert not {row["title"] for row in train} & {row["title"] for row in held_out}
-        assert not {row["context"] for row in train} & {row["context"] for row in held_out}
+    for first, second in ((train, validation), (train, dev), (validation, dev)):
+        assert not {row["title"] for row in first} & {row["title"] for row in second}
+        assert not {row["context"] for row in first} & {row["context"] for row in second}
     # squad-val holds 10 of the train set's articles out; together they are the official train set less SQuAD
     # 2.0's 778 questions (squad's train split), and dev is the official dev set
     assert (len(train), len(validation), len(dev)) == (85_091, 1_730, 10_570)

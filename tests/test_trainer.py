@@ -138,6 +138,16 @@ def test_arguments_from_the_command_line():
         ({"retention_ratio_range": [0.0, 1.0]}, r"must satisfy 0 < low <= high <= 1, got \(0.0, 1.0\)"),
         ({"retention_ratio_range": [0.2, 1.0]}, r"retention_ratio_range samples the budget of the top-k selection"),
         ({"retention_ratio_sampling": "min-max"}, r"retention_ratio_sampling must be one of \('uniform', 'sandwich'\)"),
+        (
+            {
+                "selection_training": "topk",
+                "topk_finetune_steps": 0,
+                "retention_ratio_range": [0.3, 1.0],
+                "retention_ratio_sampling": "sandwich",
+                "per_device_train_batch_size": 2,
+            },
+            r"with per_device_train_batch_size=2 no example would draw a budget in between",
+        ),
     ],
 )
 def test_bad_arguments_are_rejected(tmp_path, overrides, message):
@@ -398,6 +408,35 @@ def test_an_any_budget_checkpoint_states_its_range_and_curve(tmp_path):
     assert svg.startswith("<svg") and svg.count("<circle") == 3 and "accuracy at every budget" in svg
     restored = card_data_from_checkpoint(tmp_path / "saved")
     assert [row["budget"] for row in restored.budget_curve] == [1.0, 0.5, 0.3]
+    # every budget logged under its own prefix, so no figure overwrites another
+    logged = {key for entry in trainer.state.log_history for key in entry}
+    assert {"eval_rho1_accuracy", "eval_rho0.5_accuracy", "eval_rho0.3_accuracy"} <= logged
+    # fine-tuned again at one budget, the model no longer claims a range
+    again = RetentionTrainer(
+        model=trainer.model,
+        args=make_args(tmp_path / "again", selection_training="topk", max_steps=1, distillation_weight=0),
+        train_dataset=random_dataset(),
+        data_collator=lambda features: collate(features, BERT.pad_token_id),
+    )
+    again.train()
+    assert trainer.model.config.retention_trained_ratio_range is None
+
+
+def test_budget_curves_of_a_model_with_an_explicit_schedule(tmp_path):
+    trainer = make_trainer(
+        tmp_path,
+        model_config={"retention_schedule": [1.0, 0.6, 0.3, 0.1], "retention_ratio": 0.5},
+        selection_training="topk",
+        retention_ratio_range=[0.3, 1.0],
+        max_steps=1,
+        distillation_weight=0,
+    )
+    trainer.train()
+    curve = trainer.evaluate_budgets([1.0, 0.3], eval_dataset=random_dataset(16, seed=1))
+    assert curve[1.0]["eval_keep_ratio"] == 1.0 and curve[0.3]["eval_keep_ratio"] == pytest.approx(0.3, abs=0.05)
+    assert trainer.model.config.retention_schedule == [1.0, 0.6, 0.3, 0.1]  # the config is left as it was
+    trainer.model.config.set_retention_budget(0.3)  # the list is rescaled to the new budget
+    assert sum(trainer.model.config.retention_schedule) / 4 == pytest.approx(0.3)
 
 
 def test_budget_sampling_is_seeded_and_survives_resume(tmp_path):

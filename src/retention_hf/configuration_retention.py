@@ -319,6 +319,14 @@ class RetentionConfig:
         return super().from_dict(config_dict, **kwargs)  # type: ignore[misc]
 
     # ------------------------------------------------------------------ validation
+    def set_retention_budget(self, ratio: float) -> None:
+        """Make ``ratio`` the default budget. An explicit list schedule is rescaled to it (the rule a per-call
+        budget follows), so that the list keeps meaning the default budget; named schedules adapt by themselves."""
+        layer_ratios = self.retention_layer_ratios(ratio)
+        if isinstance(self.retention_schedule, (list, tuple)):
+            self.retention_schedule = layer_ratios
+        self.retention_ratio = float(ratio)
+
     def validate_retention(self) -> None:
         """Cross-field checks (run by ``@strict`` at construction and by :meth:`retention_layer_ratios`)."""
         num_layers = self.num_hidden_layers  # type: ignore[attr-defined]

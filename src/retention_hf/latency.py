@@ -29,13 +29,21 @@ def candidate_budgets(config: RetentionConfig, step: float = BUDGET_STEP) -> lis
     return [round(index * step, 10) for index in range(1, count + 1) if index * step > floor + 1e-9]
 
 
-def _batch_latency_ms(call: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``call`` over ``repeats`` runs, after one untimed run, in milliseconds."""
+def _batch_latency_ms(call: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:
+    """Median wall time of ``call`` over ``repeats`` runs, after one untimed run, in milliseconds; on an
+    accelerator each run waits for its kernels (``torch.accelerator.synchronize``)."""
+
+    def synchronize() -> None:
+        if device is not None and device.type != "cpu":
+            torch.accelerator.synchronize(device)
+
     call()
+    synchronize()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         call()
+        synchronize()
         times.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(times)
 
@@ -54,7 +62,7 @@ def budget_for_latency(
 
     Each probed budget is timed as the median of ``repeats`` forward passes (after one warm-up pass). Latency
     falls as the budget falls, so the search is a bisection over ``budgets`` (default: 1.0 down to the lowest
-    reachable budget in steps of 0.05): about five budgets are timed. Use texts and a batch size like those the
+    reachable budget in steps of 0.05): five to seven budgets are timed. Use texts and a batch size like those the
     model will serve, and pass the result per call (``model(**batch, retention_ratio=...)``) or set it as
     ``model.config.retention_ratio``.
 
@@ -69,7 +77,14 @@ def budget_for_latency(
         raise ValueError("texts must be a non-empty list of strings (a batch like the ones the model will serve)")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not config.retention_enabled or config.retention_inference_selection != "topk":
+        raise ValueError(
+            "budget_for_latency needs retention on with top-k selection: with retention off or threshold selection "
+            "the budget does not change the computation"
+        )
     grid = sorted(set(float(value) for value in (budgets if budgets is not None else candidate_budgets(config))))
+    if not grid:
+        raise ValueError("budgets is empty: give at least one budget to try")
     for value in grid:
         config.retention_layer_ratios(value)  # a budget outside (0, 1] or below the ungated layers fails here
     device = next(model.parameters()).device
@@ -82,7 +97,7 @@ def budget_for_latency(
     def latency(budget: float) -> float:
         if budget not in measured:
             with torch.no_grad():
-                measured[budget] = _batch_latency_ms(lambda: model(**batch, retention_ratio=budget), repeats)
+                measured[budget] = _batch_latency_ms(lambda: model(**batch, retention_ratio=budget), repeats, device)
             logger.info(f"retention_ratio={budget}: {measured[budget]:.2f} ms per batch of {len(texts)}")
         return measured[budget]
 

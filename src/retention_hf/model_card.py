@@ -13,6 +13,7 @@ per-layer schedule, auto classes) and ``model_cards/retention_model_card.md`` in
 from __future__ import annotations
 
 import copy
+import html
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -229,6 +230,7 @@ def budget_curve_svg(rows: list[dict[str, Any]], metric: str, width: int = 420, 
 
     Plain SVG text, so that writing a card needs no plotting library; the Hub shows it in the card."""
     points = sorted((row["budget"], row["metrics"][metric]) for row in rows if metric in row["metrics"])
+    title = html.escape(f"{metric} at every budget (one checkpoint)")
     left, right, top, bottom = 56, 16, 28, 40
     low, high = min(value for _, value in points), max(value for _, value in points)
     pad = max((high - low) * 0.1, 0.005)
@@ -255,7 +257,7 @@ def budget_curve_svg(rows: list[dict[str, Any]], metric: str, width: int = 420, 
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
             'font-size="11">',
             '<rect width="100%" height="100%" fill="white"/>',
-            f'<text x="{width / 2}" y="16" text-anchor="middle">{metric} at every budget (one checkpoint)</text>',
+            f'<text x="{width / 2}" y="16" text-anchor="middle">{title}</text>',
             f'<polyline points="{axis}" fill="none" stroke="black"/>',
             f'<polyline points="{line}" fill="none" stroke="#1f77b4" stroke-width="2"/>',
             f'<g fill="#1f77b4">{"".join(dots)}</g>',

@@ -232,6 +232,19 @@ class RetentionEncoder(nn.Module):
                 f"retention_first_gated_layer={self.config.retention_first_gated_layer} does not match the gates this "
                 f"model was built with (before layers {list(self.gates.keys())}); rebuild the model to change it"
             )
+        if (
+            retention_ratio is not None
+            and config.retention_enabled
+            and (
+                (not self.training and config.retention_inference_selection == "threshold")
+                or (self.training and not config.retention_train_with_topk)
+            )
+        ):
+            mode = "Hard-Concrete training" if self.training else "threshold selection"
+            raise ValueError(
+                f"retention_ratio={retention_ratio} was given, but {mode} does not select by a budget: the call "
+                "would ignore it (per-call budgets work with top-k selection, at inference and in top-k training)"
+            )
         if self.training and not self.config.retention_train_with_topk:
             return self._soft_forward(hidden_states, attention_mask, protected, restore_dropped_tokens, **kwargs)
         return self._compact_forward(

@@ -157,7 +157,6 @@ class RetentionTrainer(Trainer):
         config.validate_retention()
         if args.retention_ratio_range is not None:  # an unreachable low end fails now, not at its first draw
             config.retention_layer_ratios(args.retention_ratio_range[0])
-            config.retention_trained_ratio_range = list(args.retention_ratio_range)
         self.budget = BudgetController(
             target=config.retention_ratio,
             dual_step_size=args.dual_step_size,
@@ -265,8 +264,11 @@ class RetentionTrainer(Trainer):
         topk_training = model.training and config.retention_enabled and config.retention_train_with_topk
         budgets = None
         if topk_training:  # top-k at the budget target of this step (annealed during the warm-up)
-            budgets = self._sampled_budgets(inputs)
-            inputs = {**inputs, "retention_ratio": self.budget.current_target() if budgets is None else budgets}
+            budgets = self._sampled_budgets(inputs)  # float64: a list keeps the budgets exact (and compiles)
+            inputs = {
+                **inputs,
+                "retention_ratio": self.budget.current_target() if budgets is None else budgets.tolist(),
+            }
         distil_hidden = topk_training and self.args.distillation_hidden_weight > 0
         if distil_hidden:  # the kept tokens' layer outputs, matched to the teacher's
             inputs = {**inputs, "output_hidden_states": True}
@@ -314,7 +316,7 @@ class RetentionTrainer(Trainer):
             self.budget.accumulate(outputs["keep_ratio"], outputs["layer_keep_ratio"], target=budgets)
         return (loss, outputs) if return_outputs else loss
 
-    def _sampled_budgets(self, inputs) -> torch.Tensor | None:
+    def _sampled_budgets(self, inputs) -> torch.Tensor | None:  # (batch,) float64
         """With ``retention_ratio_range``, this micro-batch's per-example budgets (annealed like a fixed budget).
 
         The draws depend only on the seed, the optimizer step, the micro-batch within it and the process, so a
@@ -328,9 +330,9 @@ class RetentionTrainer(Trainer):
         self._micro_batch += 1
         low, high = bounds
         budgets = low + (high - low) * torch.rand(batch_size, generator=generator, dtype=torch.float64)
-        if self.args.retention_ratio_sampling == "sandwich":
-            budgets[: min(2, batch_size)] = torch.tensor([low, high], dtype=torch.float64)[: min(2, batch_size)]
-        return self.budget.anneal(budgets).float()
+        if self.args.retention_ratio_sampling == "sandwich":  # batches of >= 3 (checked by the arguments)
+            budgets[:2] = torch.tensor([low, high], dtype=torch.float64)
+        return self.budget.anneal(budgets)
 
     def _normalise(self, per_example: torch.Tensor, scaled: bool) -> torch.Tensor:
         """Reduce a per-example term over the micro-batch the way the task loss is reduced."""
@@ -531,16 +533,27 @@ class RetentionTrainer(Trainer):
 
         What a checkpoint trained with ``retention_ratio_range`` is for: one model, any budget per call."""
         model = self.accelerator.unwrap_model(self.model)
-        own = model.config.retention_ratio
+        if not model.config.retention_enabled or model.config.retention_inference_selection != "topk":
+            raise ValueError(
+                "evaluate_budgets needs retention on with top-k selection: with retention off or threshold "
+                "selection the budget changes nothing"
+            )
+        budgets = sorted({float(value) for value in budgets}, reverse=True)
+        for budget in budgets:
+            model.config.retention_layer_ratios(budget)  # a bad budget fails before any evaluation
+        self._write_learned_schedule()
         curve: dict[float, dict] = {}
-        try:
-            for budget in sorted({float(value) for value in budgets}, reverse=True):
-                model.config.retention_layer_ratios(budget)  # a bad budget fails before any evaluation
-            for budget in sorted({float(value) for value in budgets}, reverse=True):
-                model.config.retention_ratio = budget
-                curve[budget] = super().evaluate(eval_dataset, metric_key_prefix=metric_key_prefix)
-        finally:
-            model.config.retention_ratio = own
+        for budget in budgets:  # the budget of every forward pass, per call: the config stays as it is
+            handle = model.register_forward_pre_hook(
+                lambda module, args, kwargs, budget=budget: (args, {**kwargs, "retention_ratio": budget}),
+                with_kwargs=True,
+            )
+            try:  # one prefix per budget, so logged metrics of different budgets never overwrite each other
+                prefix = f"{metric_key_prefix}_rho{budget:g}"
+                metrics = super().evaluate(eval_dataset, metric_key_prefix=prefix)
+            finally:
+                handle.remove()
+            curve[budget] = {f"{metric_key_prefix}_{key[len(prefix) + 1 :]}": value for key, value in metrics.items()}
         self.model_card_data.set_budget_curve(curve, prefix=f"{metric_key_prefix}_")
         return curve
 
@@ -549,6 +562,10 @@ class RetentionTrainer(Trainer):
         return super().predict(*args, **kwargs)
 
     def train(self, *args, **kwargs):
+        # the range this training teaches, or none: a model fine-tuned again at one budget no longer claims one
+        model = self.accelerator.unwrap_model(self.model)
+        bounds = self.args.retention_ratio_range
+        model.config.retention_trained_ratio_range = list(bounds) if bounds and model.config.retention_enabled else None
         output = super().train(*args, **kwargs)
         self._write_learned_schedule()
         return output

@@ -246,6 +246,12 @@ class RetentionTrainingArguments(TrainingArguments):
                 "one budget through its penalty: use selection_training='topk'"
             )
         self.retention_ratio_range = [low, high]
+        if self.retention_ratio_sampling == "sandwich" and self.per_device_train_batch_size < 3:
+            raise ValueError(
+                f"retention_ratio_sampling='sandwich' sets two examples of every micro-batch to the ends of the range; "
+                f"with per_device_train_batch_size={self.per_device_train_batch_size} no example would draw a budget "
+                "in between: use 'uniform' or micro-batches of at least 3"
+            )
 
     def _check_topk_combinations(self) -> None:
         """Reject the Hard-Concrete settings that top-k training would silently ignore."""

@@ -34,6 +34,7 @@ def copy_schedule(source_config, target_model: torch.nn.Module, ratio: float) ->
             f"layer {source_config.retention_first_gated_layer}: their kept counts would differ"
         )
     config.retention_enabled = True
-    config.retention_ratio = ratio
+    config.retention_ratio = source_config.retention_ratio
     config.retention_schedule = source_config.retention_schedule
     config.retention_learned_schedule = source_config.retention_learned_schedule
+    config.set_retention_budget(ratio)

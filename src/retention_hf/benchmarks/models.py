@@ -20,6 +20,13 @@ def load_retention_model(path: str, **overrides) -> torch.nn.Module:
     return model
 
 
+def load_at_budget(path: str, ratio: float) -> torch.nn.Module:
+    """``load_retention_model`` with ``ratio`` as its budget (an explicit schedule rescaled to it)."""
+    model = load_retention_model(path)
+    model.config.set_retention_budget(ratio)
+    return model
+
+
 def set_configuration(model: torch.nn.Module, configuration: str) -> None:
     """``dense`` (retention off) or ``rho=<ratio>`` (retention at that budget)."""
     if configuration == "dense":

@@ -37,7 +37,7 @@ from . import report
 from .accuracy import accuracy, copy_schedule
 from .data import load_examples, make_batches, model_inputs
 from .memory import measure as measure_memory
-from .models import load_retention_model
+from .models import load_at_budget, load_retention_model
 from .onnx_speed import onnx_table, onnx_target_checks, run_onnx_speed
 from .speed import IdealLimit, paired_overhead, stock_twin, time_configurations
 
@@ -90,7 +90,7 @@ def run_speed(args, learned: dict[float, str], batches) -> dict[str, object]:
         configurations[f"rho={ratio}"] = lambda i, b, m=model: m(**model_inputs(b))
         configurations[f"ideal rho={ratio}"] = IdealLimit(model, batches)
     for name, (ratio, path) in any_budget_rows(args).items():
-        model = load_retention_model(path, retention_ratio=ratio)
+        model = load_at_budget(path, ratio)
         configurations[name] = lambda i, b, m=model: m(**model_inputs(b))
     timings = time_configurations(configurations, batches, repeats=args.repeats)
     dense_throughput = timings["dense"].throughput
@@ -132,7 +132,7 @@ def run_accuracy(args, learned: dict[float, str], batches) -> dict[str, object]:
     dense_by_first_gate: dict[int, torch.nn.Module] = {}  # copy_schedule rewrites every budget field it uses
     rows = {f"rho={ratio}": (ratio, path) for ratio, path in learned.items()} | any_budget_rows(args)
     for label, (ratio, path) in rows.items():
-        model = load_retention_model(path, retention_ratio=ratio)
+        model = load_at_budget(path, ratio)
         row = {"learned": accuracy(model, batches, desc=f"learned {label}")}
         first_gate = model.config.retention_first_gated_layer
         if first_gate not in dense_by_first_gate:
