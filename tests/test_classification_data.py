@@ -151,3 +151,5 @@ def test_an_any_budget_run_from_the_command_line(start, tmp_path):
     assert AutoConfig.from_pretrained(tmp_path / "out").retention_trained_ratio_range == [0.3, 1.0]
     card = (tmp_path / "out" / "README.md").read_text()
     assert "Trained for every budget from **0.3** to **1.0**" in card and "## At every budget" in card
+    with pytest.raises(ValueError, match=r"retention_ratio must be a number in \(0, 1\], got 1.5"):
+        train(start, tmp_path, *files, "--eval_budgets", "0.5", "1.5")

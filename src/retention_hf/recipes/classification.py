@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         {"bert": RetentionBertForSequenceClassification, "roberta": RetentionRobertaForSequenceClassification},
         labels=[str(label) for label in labels],
     )
+    for budget in data_args.eval_budgets or []:  # a bad budget fails now, not after training
+        model.config.retention_layer_ratios(budget)
     tokenizer = AutoTokenizer.from_pretrained(model.config.name_or_path)
 
     def tokenize(batch):
