@@ -31,11 +31,12 @@ def candidate_budgets(config: RetentionConfig, step: float = BUDGET_STEP) -> lis
 
 def _batch_latency_ms(call: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:
     """Median wall time of ``call`` over ``repeats`` runs, after one untimed run, in milliseconds; on an
-    accelerator each run waits for its kernels (``torch.accelerator.synchronize``)."""
+    accelerator each run waits for its kernels (``torch.cuda.synchronize`` and its kin)."""
+    backend = None if device is None or device.type == "cpu" else getattr(torch, device.type, None)
 
     def synchronize() -> None:
-        if device is not None and device.type != "cpu":
-            torch.accelerator.synchronize(device)
+        if backend is not None and hasattr(backend, "synchronize"):
+            backend.synchronize()
 
     call()
     synchronize()
