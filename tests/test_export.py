@@ -93,7 +93,8 @@ def test_roberta_classifier_parity_without_token_types(exports):
 
 
 def test_question_answering_parity_with_protected_question(exports):
-    """Start/end logits over every position: the restore of dropped tokens is in the graph too."""
+    """Start/end logits over every position: the restore of dropped tokens is in the graph too, and so is the
+    query-aware scorers' pooling of the question."""
     model, path = exports(
         BERT,
         rh.RetentionBertForQuestionAnswering,
@@ -101,6 +102,7 @@ def test_question_answering_parity_with_protected_question(exports):
         num_labels=2,
         retention_protect_first_segment=True,
         retention_protected_token_ids=[4],
+        retention_scorer_query=True,
     )
     assert ORTModel(path).output_names == ["start_logits", "end_logits", "kept_counts"]
     session = ORTModel(path)

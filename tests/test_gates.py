@@ -189,3 +189,30 @@ def test_gather_and_scatter_round_trip():
     assert restored[1, 3].tolist() == values[1, 3].tolist()
     assert restored[1, 0].abs().sum() == 0 and restored[0, 1].abs().sum() == 0
     assert restored.shape == values.shape
+
+
+def test_a_query_aware_scorer_reads_the_pooled_query():
+    torch.manual_seed(0)
+    scorer = ContextScorer(hidden_size=8, scorer_size=4, decay=0.9, query=True)
+    torch.nn.init.normal_(scorer.v)
+    hidden = torch.randn(2, 6, 8)
+    alive = torch.ones(2, 6, dtype=torch.bool)
+    query = torch.zeros(2, 6, dtype=torch.bool)
+    query[:, :2] = True  # [CLS] and a one-token question
+    scores = scorer(hidden, alive, query)
+    # the same scores by hand: the scorer without the query term, plus Q times the mean of the query tokens
+    plain = ContextScorer(hidden_size=8, scorer_size=4, decay=0.9)
+    plain.load_state_dict({k: v for k, v in scorer.state_dict().items() if not k.startswith("query.")})
+    token = plain.token_proj(hidden)
+    context = plain._previous_summary(plain.context_proj(hidden), alive)
+    pooled = scorer.query.query_proj(hidden[:, :2].mean(dim=1, keepdim=True))
+    torch.testing.assert_close(scores, torch.tanh(token + context + pooled) @ scorer.v + scorer.b)
+    # another question changes every context token's score; without a mask the scorer refuses
+    other = hidden.clone()
+    other[:, 1] = torch.randn(2, 8)
+    changed = scorer(other, alive, query)
+    assert bool((changed[:, 2:] != scores[:, 2:]).all())
+    with pytest.raises(ValueError, match="needs the query tokens' mask"):
+        scorer(hidden, alive)
+    mlp = MLPScorer(hidden_size=8, scorer_size=4, query=True)
+    assert mlp(hidden, alive, query).shape == (2, 6)

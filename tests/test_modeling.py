@@ -661,3 +661,43 @@ def test_forwards_take_transformers_kwargs_like_stock_bert(family):
     for model_class, *_ in family.classes.values():
         kwargs = inspect.signature(model_class.forward).parameters["kwargs"]
         assert kwargs.annotation == "Unpack[TransformersKwargs]", model_class.__name__
+
+
+@pytest.mark.parametrize("scorer", ["context", "mlp"])
+def test_query_aware_gates_rank_context_by_the_question(family, scorer):
+    inputs = family.inputs([20] * 8, seed=5)
+    inputs["input_ids"][:, 4] = 4  # a 3-token question, then its separator, then 15 context tokens
+    inputs["input_ids"][:, 5:] = inputs["input_ids"][0, 5:]  # every row has the same context
+
+    def first_gate_rankings(query: bool):
+        model = make_model(
+            family,
+            "qa",
+            retention_ratio=0.4,
+            retention_scorer=scorer,
+            retention_scorer_query=query,
+            retention_protect_first_segment=True,
+            retention_protected_token_ids=[4],
+        )
+        torch.manual_seed(1)
+        for gate in model.base_model.encoder.gates.values():
+            torch.nn.init.normal_(gate.v, std=1.0)
+            if query:
+                torch.nn.init.normal_(gate.query.query_proj.weight, std=0.1)
+        scores = []
+        model.base_model.encoder.gates["0"].register_forward_hook(lambda module, args, output: scores.append(output))
+        with torch.no_grad():
+            outputs = model(**inputs)  # the first gate scores the embeddings
+        assert all({0, 1, 2, 3, 4} <= set(outputs.kept_positions[-1][row].tolist()) for row in range(8))
+        return model, {tuple(row.tolist()) for row in scores[0][:, 5:].argsort(dim=1, descending=True)}
+
+    _, blind = first_gate_rankings(query=False)
+    model, aware = first_gate_rankings(query=True)
+    if scorer == "mlp":  # token-wise: without the question in view, the same context is ranked the same way ...
+        assert len(blind) == 1
+    assert len(aware) > 1  # ... with it, another question reorders the context
+    model.train()  # both training modes run with the query term
+    model.config.retention_train_with_topk = True
+    assert model(**inputs).start_logits.shape == (8, 20)
+    model.config.retention_train_with_topk = False
+    assert model(**inputs).expected_keep_ratio.shape == (8,)

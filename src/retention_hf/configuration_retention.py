@@ -194,6 +194,10 @@ class RetentionConfig:
             the first tokens are scored with context too; ``"mlp"`` is the Figure 1 token-wise MLP.
         retention_scorer_decay: The decay ``g`` of Eq. 3's running summaries.
         retention_scorer_hidden_size: Width of the scorer; ``None`` means ``hidden_size // 8``.
+        retention_scorer_query: The scorer also reads the mean hidden state of the protected tokens (with
+            ``retention_protect_first_segment``, the question of a QA input, with [CLS] and the separator), so a
+            context token is scored with the question in view: ``s_t = v^T tanh(W h_t + U m_{t-1} + Q q) + b``.
+            Adds one ``hidden -> width`` projection per gate (``query_proj``).
         retention_gate_init_bias: Initial bias of the scorer output. A positive bias starts training
             near keep-all, so the budget, not the initialisation, decides what is dropped.
         hard_concrete_beta / hard_concrete_gamma / hard_concrete_zeta: Hard-Concrete temperature and
@@ -268,6 +272,7 @@ class RetentionConfig:
     retention_scorer: Literal["context", "bidirectional", "mlp"] = validated_field(_check_scorer, default="context")
     retention_scorer_decay: float | int = validated_field(_check_decay, default=0.9)
     retention_scorer_hidden_size: int | None = validated_field(_check_scorer_hidden_size, default=None)
+    retention_scorer_query: bool = False
     retention_gate_init_bias: float | int = validated_field(_check_gate_bias, default=3.0)
     hard_concrete_beta: float | int = validated_field(_check_beta, default=0.66)
     hard_concrete_gamma: float | int = validated_field(_check_gamma, default=-0.1)

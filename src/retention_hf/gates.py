@@ -51,6 +51,25 @@ def decayed_prefix_sum(values: torch.Tensor, decay: torch.Tensor, max_length: in
     return total
 
 
+def pooled_query(hidden_states: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+    """``(batch, 1, hidden)``: the mean hidden state of the ``query_mask`` tokens of each row (zeros where none)."""
+    weights = query_mask.unsqueeze(-1).to(hidden_states.dtype)
+    return (hidden_states * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+
+
+class QueryTerm(nn.Module):
+    """``Q q``: the projection of the pooled query (``retention_scorer_query``) that every token's score adds."""
+
+    def __init__(self, hidden_size: int, scorer_size: int):
+        super().__init__()
+        self.query_proj = nn.Linear(hidden_size, scorer_size, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor, query_mask: torch.Tensor | None) -> torch.Tensor:
+        if query_mask is None:
+            raise ValueError("a query-aware scorer (retention_scorer_query) needs the query tokens' mask")
+        return self.query_proj(pooled_query(hidden_states, query_mask)).float()
+
+
 class ContextScorer(nn.Module):
     """The context-aware scorer of the paper's Eq. 3.
 
@@ -62,19 +81,27 @@ class ContextScorer(nn.Module):
     the scan in the scorer's small width.
     """
 
-    def __init__(self, hidden_size: int, scorer_size: int, decay: float, max_length: int | None = None):
+    def __init__(
+        self, hidden_size: int, scorer_size: int, decay: float, max_length: int | None = None, query: bool = False
+    ):
         super().__init__()
         self.decay = float(decay)
         self.max_length = max_length  # the longest input (max_position_embeddings): what an exported scan covers
         self.token_proj = nn.Linear(hidden_size, scorer_size)  # W (and its bias)
         self.context_proj = nn.Linear(hidden_size, scorer_size, bias=False)  # U
+        self.query = QueryTerm(hidden_size, scorer_size) if query else None  # Q
         self.v = nn.Parameter(torch.zeros(scorer_size))
         self.b = nn.Parameter(torch.zeros(()))
 
-    def forward(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-        """Return the logits ``s`` (``(batch, seq)``, float32) for ``hidden_states`` ``(batch, seq, hidden)``."""
+    def forward(
+        self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Return the logits ``s`` (``(batch, seq)``, float32) for ``hidden_states`` ``(batch, seq, hidden)``;
+        ``query_mask`` marks the tokens a query-aware scorer pools."""
         token_term = self.token_proj(hidden_states).float()
         context = self._previous_summary(self.context_proj(hidden_states).float(), alive)
+        if self.query is not None:
+            context = context + self.query(hidden_states, query_mask)
         hidden = torch.tanh(token_term + context + self._extra_context(hidden_states, alive))
         return hidden @ self.v.float() + self.b.float()
 
@@ -97,8 +124,10 @@ class BidirectionalContextScorer(ContextScorer):
     every token sees context on both sides. Dead tokens are skipped exactly as in :class:`ContextScorer`.
     """
 
-    def __init__(self, hidden_size: int, scorer_size: int, decay: float, max_length: int | None = None):
-        super().__init__(hidden_size, scorer_size, decay, max_length)
+    def __init__(
+        self, hidden_size: int, scorer_size: int, decay: float, max_length: int | None = None, query: bool = False
+    ):
+        super().__init__(hidden_size, scorer_size, decay, max_length, query)
         self.backward_context_proj = nn.Linear(hidden_size, scorer_size, bias=False)  # U'
 
     def _extra_context(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -109,15 +138,21 @@ class BidirectionalContextScorer(ContextScorer):
 class MLPScorer(nn.Module):
     """The token-wise scorer drawn in the paper's Figure 1: ``d -> k -> 1`` with a ReLU."""
 
-    def __init__(self, hidden_size: int, scorer_size: int):
+    def __init__(self, hidden_size: int, scorer_size: int, query: bool = False):
         super().__init__()
         self.token_proj = nn.Linear(hidden_size, scorer_size)
+        self.query = QueryTerm(hidden_size, scorer_size) if query else None
         self.v = nn.Parameter(torch.zeros(scorer_size))
         self.b = nn.Parameter(torch.zeros(()))
 
-    def forward(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-        del alive  # token-wise: the other tokens play no role
-        hidden = nn.functional.relu(self.token_proj(hidden_states).float())
+    def forward(
+        self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        del alive  # token-wise: the other tokens play no role (but the pooled query, when there is one)
+        hidden = self.token_proj(hidden_states).float()
+        if self.query is not None:
+            hidden = hidden + self.query(hidden_states, query_mask)
+        hidden = nn.functional.relu(hidden)
         return hidden @ self.v.float() + self.b.float()
 
 

@@ -153,8 +153,9 @@ def build_scorer(config: RetentionConfig) -> nn.Module:
             config.retention_scorer_width,
             config.retention_scorer_decay,
             max_length=config.max_position_embeddings,
+            query=config.retention_scorer_query,
         )
-    return MLPScorer(config.hidden_size, config.retention_scorer_width)
+    return MLPScorer(config.hidden_size, config.retention_scorer_width, query=config.retention_scorer_query)
 
 
 def additive_key_mask(gate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -372,7 +373,7 @@ class RetentionEncoder(nn.Module):
             if str(index) in self.gates:
                 scores = None
                 if by_threshold:
-                    scores = self.gates[str(index)](hidden_states, real)
+                    scores = self.gates[str(index)](hidden_states, real, protected & real)
                     passing = (self._keep_probability(scores) >= config.retention_threshold) | protected
                     keep = (passing & real).sum(dim=1).clamp(min=config.retention_min_tokens)
                     keep = torch.minimum(keep, current)
@@ -387,7 +388,7 @@ class RetentionEncoder(nn.Module):
                     if scores is None:
                         detach = training and config.retention_detach_scorer_input
                         scorer_input = hidden_states.detach() if detach else hidden_states
-                        scores = self.gates[str(index)](scorer_input, real)
+                        scores = self.gates[str(index)](scorer_input, real, protected & real)
                     if training:
                         gate_scores[index] = scores
                         gate_positions[index] = positions.masked_fill(~real | protected, -1)
@@ -503,7 +504,7 @@ class RetentionEncoder(nn.Module):
             if str(index) in self.gates:
                 alive = gate > 0
                 scorer_input = hidden_states.detach() if config.retention_detach_scorer_input else hidden_states
-                log_alpha = self.gates[str(index)](scorer_input, alive)
+                log_alpha = self.gates[str(index)](scorer_input, alive, protected & alive & real)
                 gate_scores[index] = log_alpha
                 gate_positions[index] = positions.masked_fill(~(alive & real) | protected, -1)
                 sample = torch.where(protected, 1.0, self._sample_gates(log_alpha, positions, seq_len))

@@ -70,6 +70,10 @@ class ModelArguments:
     retention_merge_dropped: bool | None = field(
         default=None, metadata={"help": "Carry the dropped tokens' mean as one extra slot (top-k selection)."}
     )
+    retention_scorer_query: bool | None = field(
+        default=None,
+        metadata={"help": "Query-aware gates: the scorers also read the mean of the protected tokens (the question)."},
+    )
 
 
 RETENTION_OVERRIDES = (
@@ -82,6 +86,7 @@ RETENTION_OVERRIDES = (
     "retention_detach_scorer_input",
     "retention_budget_gradient",
     "retention_merge_dropped",
+    "retention_scorer_query",
 )
 
 
