@@ -49,7 +49,9 @@ class OracleScorer(nn.Module):
         super().__init__()
         self.state = state
 
-    def forward(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.state["scores"]
 
 

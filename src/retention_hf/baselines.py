@@ -28,6 +28,8 @@ from torch import nn
 
 
 BASELINES = ("random", "truncation", "attention")
+# Every baseline scorer takes the gates' call, query_mask included, and ranks without the query: what it stands
+# in for may be a query-aware gate.
 
 
 class RandomScorer(nn.Module):
@@ -35,14 +37,18 @@ class RandomScorer(nn.Module):
         super().__init__()
         self.generator = torch.Generator().manual_seed(seed)
 
-    def forward(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return torch.rand(alive.shape, generator=self.generator).to(hidden_states.device)
 
 
 class TruncationScorer(nn.Module):
     """Earlier slots score higher; kept tokens stay in order, so this keeps the first tokens."""
 
-    def forward(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return -torch.arange(alive.shape[1], device=alive.device, dtype=torch.float32).expand(alive.shape)
 
 
@@ -57,7 +63,9 @@ class AttentionScorer(nn.Module):
     def _capture(self, module, args, output) -> None:
         self.captured = output[1]  # eager attention returns (context, probabilities)
 
-    def forward(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.captured is None or self.captured.shape[-1] != alive.shape[1]:
             raise RuntimeError("attention baseline: no attention probabilities from the previous layer")
         queries = alive.unsqueeze(1).unsqueeze(-1).to(self.captured.dtype)  # (batch, 1, query, 1)

@@ -260,6 +260,14 @@ class RetentionEncoder(nn.Module):
         schedules = {value: self.config.retention_layer_ratios(value) for value in set(ratio)}
         return [schedules[value] for value in ratio]
 
+    def _score(self, index: int, hidden_states, alive, query_mask) -> torch.Tensor:
+        """The logits of the gate before layer ``index``; a query-aware scorer also gets the query tokens' mask (any
+        other scorer, such as the training-free baselines that stand in for the gates, keeps the two-argument call)."""
+        gate = self.gates[str(index)]
+        if self.config.retention_scorer_query:
+            return gate(hidden_states, alive, query_mask)
+        return gate(hidden_states, alive)
+
     def _check_training_attention(self, what: str = "Training with retention applies the gates") -> None:
         if self.config._attn_implementation not in ("eager", "sdpa"):
             raise ValueError(
@@ -373,7 +381,7 @@ class RetentionEncoder(nn.Module):
             if str(index) in self.gates:
                 scores = None
                 if by_threshold:
-                    scores = self.gates[str(index)](hidden_states, real, protected & real)
+                    scores = self._score(index, hidden_states, real, protected & real)
                     passing = (self._keep_probability(scores) >= config.retention_threshold) | protected
                     keep = (passing & real).sum(dim=1).clamp(min=config.retention_min_tokens)
                     keep = torch.minimum(keep, current)
@@ -388,7 +396,7 @@ class RetentionEncoder(nn.Module):
                     if scores is None:
                         detach = training and config.retention_detach_scorer_input
                         scorer_input = hidden_states.detach() if detach else hidden_states
-                        scores = self.gates[str(index)](scorer_input, real, protected & real)
+                        scores = self._score(index, scorer_input, real, protected & real)
                     if training:
                         gate_scores[index] = scores
                         gate_positions[index] = positions.masked_fill(~real | protected, -1)
@@ -504,7 +512,7 @@ class RetentionEncoder(nn.Module):
             if str(index) in self.gates:
                 alive = gate > 0
                 scorer_input = hidden_states.detach() if config.retention_detach_scorer_input else hidden_states
-                log_alpha = self.gates[str(index)](scorer_input, alive, protected & alive & real)
+                log_alpha = self._score(index, scorer_input, alive, protected & alive & real)
                 gate_scores[index] = log_alpha
                 gate_positions[index] = positions.masked_fill(~(alive & real) | protected, -1)
                 sample = torch.where(protected, 1.0, self._sample_gates(log_alpha, positions, seq_len))
