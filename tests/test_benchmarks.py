@@ -28,22 +28,23 @@ def checkpoints(tmp_path_factory):
     }
 
 
+def run_tiny_harness(checkpoints, output: Path, *rows: str) -> dict:
+    """The harness on the tiny checkpoints, on SST-2 cut to length 32, batches of 8, one repeat; ``rows`` names
+    the models and what to measure."""
+    common = ["--dataset=sst2", f"--dense={checkpoints['dense']}", "--max_length=32", "--batch_size=8"]
+    return run_benchmarks([*common, "--repeats=1", *rows, f"--output={output}"])
+
+
 def test_harness_end_to_end(checkpoints, tmp_path):
     output = tmp_path / "results"
-    results = run_benchmarks(
-        [
-            "--dataset=sst2",
-            f"--dense={checkpoints['dense']}",
-            "--learned",
-            f"0.5={checkpoints['r50']}",
-            f"0.3={checkpoints['r30']}",
-            "--max_length=32",
-            "--batch_size=8",
-            "--repeats=1",
-            "--limit=24",
-            "--timing_examples=16",
-            f"--output={output}",
-        ]
+    results = run_tiny_harness(
+        checkpoints,
+        output,
+        "--learned",
+        f"0.5={checkpoints['r50']}",
+        f"0.3={checkpoints['r30']}",
+        "--limit=24",
+        "--timing_examples=16",
     )
     expected_rows = {"stock", "dense", "rho=1.0", "rho=0.5", "rho=0.3", "ideal rho=0.5", "ideal rho=0.3"}
     assert set(results["speed"]) == expected_rows
@@ -83,25 +84,19 @@ def test_harness_end_to_end(checkpoints, tmp_path):
 
 def test_one_checkpoint_at_many_budgets(checkpoints, tmp_path):
     output = tmp_path / "results"
-    results = run_benchmarks(
-        [
-            "--dataset=sst2",
-            f"--dense={checkpoints['dense']}",
-            "--learned",
-            f"0.5={checkpoints['r50']}",
-            f"--any_budget={checkpoints['r30']}",
-            "--budgets",
-            "1.0",
-            "0.5",
-            "0.2",
-            "--max_length=32",
-            "--batch_size=8",
-            "--repeats=1",
-            "--limit=16",
-            "--skip",
-            "memory",
-            f"--output={output}",
-        ]
+    results = run_tiny_harness(
+        checkpoints,
+        output,
+        "--learned",
+        f"0.5={checkpoints['r50']}",
+        f"--any_budget={checkpoints['r30']}",
+        "--budgets",
+        "1.0",
+        "0.5",
+        "0.2",
+        "--limit=16",
+        "--skip",
+        "memory",
     )
     rows = {"any rho=1.0", "any rho=0.5", "any rho=0.2"}
     assert rows < set(results["speed"]) and rows < set(results["accuracy"])
