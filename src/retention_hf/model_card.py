@@ -74,7 +74,7 @@ class RetentionModelCardData:
         language, license, tags: Hub metadata.
         budget_curve: The same checkpoint measured at several budgets, one row per budget, highest first:
             ``{"budget": 0.3, "keep_ratio": 0.301, "metrics": {"accuracy": 0.84}}`` (``RetentionTrainer.
-            evaluate_budgets`` fills it); the card shows it as a table.
+            evaluate_budgets`` fills it), optionally with a measured ``"speedup"``; the card shows it as a table.
     """
 
     model_name: str | None = None
