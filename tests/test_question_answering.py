@@ -164,6 +164,16 @@ def test_squad_sources_keep_train_and_eval_apart():
     assert len(train) + len(validation) == 86_821
 
 
+def test_a_train_subset_spreads_over_every_article():
+    questions = squad_data.load_squad("train", "squad-tiny")  # 53 questions of 5 articles, article by article
+    subset = squad_data.spread_subset(questions, 20)
+    assert len(subset) == 20 and len({row["id"] for row in subset}) == 20
+    assert len({row["title"] for row in subset}) == 5  # the first 20 rows hold only 2 of the 5 articles
+    assert len({row["title"] for row in questions[:20]}) == 2
+    assert [questions.index(row) for row in subset] == sorted(questions.index(row) for row in subset)  # file order
+    assert squad_data.spread_subset(questions, None) == questions == squad_data.spread_subset(questions, 53)
+
+
 def test_squad_tiny_is_checked_against_the_split_manifest(tmp_path, monkeypatch):
     assert [len(squad_data.load_squad(split, "squad-tiny")) for split in ("train", "eval")] == [53, 26]
     for name in ("split.json", "tiny_train.json", "tiny_eval.json"):

@@ -55,7 +55,9 @@ class QADataArguments:
     max_seq_length: int = field(default=384, metadata={"help": "Tokens per window (question + context)."})
     doc_stride: int = field(default=128, metadata={"help": "Context tokens shared by consecutive windows."})
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer span, in tokens."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train questions."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on N questions spread over every article (smallest SHA-1 of the id)."}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval questions."})
     protect_question: bool = field(
         default=False, metadata={"help": "Never drop the question tokens: only the context competes for the budget."}

@@ -103,12 +103,23 @@ def load_squad(split: str, source: str = "squad") -> list[dict]:
     return flatten(articles)
 
 
+def spread_subset(questions: list[dict], count: int | None) -> list[dict]:
+    """``count`` questions drawn from every article: those with the smallest SHA-1 of their id, in file order.
+
+    The files list questions article by article, so their first N would cover only the first few topics."""
+    if count is None or count >= len(questions):
+        return questions
+    chosen = set(sorted(hashlib.sha1(row["id"].encode("utf-8")).hexdigest() for row in questions)[:count])
+    return [row for row in questions if hashlib.sha1(row["id"].encode("utf-8")).hexdigest() in chosen]
+
+
 def squad_datasets(source: str, max_train: int | None = None, max_eval: int | None = None):
-    """The train and eval questions of ``source`` as ``datasets.Dataset``s, each cut to its first N rows."""
+    """The train and eval questions of ``source`` as ``datasets.Dataset``s: ``max_train`` train questions spread
+    over every article (``spread_subset``), and the first ``max_eval`` eval questions."""
     from datasets import Dataset
 
     return (
-        Dataset.from_list(load_squad("train", source)[:max_train]),
+        Dataset.from_list(spread_subset(load_squad("train", source), max_train)),
         Dataset.from_list(load_squad("eval", source)[:max_eval]),
     )
 
