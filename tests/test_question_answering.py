@@ -25,6 +25,7 @@ from retention_hf.question_answering import (
     prepare_train_features,
 )
 from retention_hf.recipes import squad_data
+from retention_hf.recipes.question_answering import main as run_qa
 from retention_hf.recipes.token_classification import main as run_tagging
 from retention_hf.recipes.token_classification import render
 
@@ -300,6 +301,7 @@ def test_qa_recipe_end_to_end_from_the_command_line(tmp_path, capsys):
             "--max_steps=2",
             "--per_device_train_batch_size=8",
             "--max_eval_samples=12",
+            "--answer_profile",
             "--report_to=none",
             "--disable_tqdm=true",
             f"--output_dir={tmp_path / 'out'}",
@@ -308,11 +310,22 @@ def test_qa_recipe_end_to_end_from_the_command_line(tmp_path, capsys):
     assert code == 0
     results = json.loads((tmp_path / "out" / "eval_results.json").read_text())
     assert results["eval_questions"] == 12 and results["eval_windows"] > 12, "long contexts span several windows"
+    profile = results["answer_profile"]
+    assert sum(row["questions"] for row in profile) == 12 and sum(row["share"] for row in profile) == pytest.approx(1)
+    assert all(0 <= row["f1"] <= 100 and 0 <= row["f1_reference"] <= 100 for row in profile)
     assert 0 <= results["eval_exact_match"] <= results["eval_f1"] <= 100
     assert abs(results["eval_keep_ratio"] - 0.5) < 0.05, "the protected question counts towards the budget"
     assert results["eval_speedup"] > 0
     saved = AutoConfig.from_pretrained(tmp_path / "out")
     assert saved.retention_protect_first_segment and saved.retention_protected_token_ids == [102]
+
+
+def test_the_answer_profile_needs_retention_on(tmp_path):
+    checkpoint = save_tiny_text_model(tmp_path / "tiny", BertForQuestionAnswering)
+    arguments = ["--dataset=squad-tiny", "--retention=false", "--answer_profile", f"--output_dir={tmp_path / 'out'}"]
+    with pytest.raises(ValueError, match="--answer_profile needs retention on"):
+        run_qa([f"--model_name_or_path={checkpoint}", *arguments])
+    assert not (tmp_path / "out").exists(), "the error comes before any training"
 
 
 def test_token_classification_recipe_lines_up_tags_with_tokens(tmp_path, capsys):

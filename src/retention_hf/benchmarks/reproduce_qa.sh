@@ -2,7 +2,8 @@
 # Regenerate the SQuAD v1.1 table: fine-tune a dense MiniLM QA model on the train set, the retention models at
 # rho 0.5 and 0.3 from it (question protected, the default recipe: top-k training from the first step,
 # distillation from the dense model), then score each on the whole official dev set (10,570 questions) with
-# EM / F1, the realised keep ratio and questions/s, next to the same weights with retention off.
+# EM / F1, the realised keep ratio and questions/s, next to the same weights with retention off, and the
+# retention models' answer profile (the layer at which each question's answer was dropped, and the F1 per group).
 #
 #   bash src/retention_hf/benchmarks/reproduce_qa.sh            # hours on 2 CPU cores (needs ../shared/data/squad_v1.1)
 #   QA_TRAIN=86821 bash src/retention_hf/benchmarks/reproduce_qa.sh   # the whole train set instead of 30,000 questions
@@ -55,7 +56,7 @@ for rho in 0.5 0.3; do
     --learning_rate 2e-5 --warmup_steps 0.06 --retention_count_rounding budget
 done
 evaluate dense --retention false
-for rho in 0.5 0.3; do evaluate "rho$rho"; done
+for rho in 0.5 0.3; do evaluate "rho$rho" --answer_profile; done
 "$PY" - "$RUNS" <<'PYTHON'
 import json, sys
 from pathlib import Path
@@ -68,4 +69,12 @@ for name in ("dense", "rho0.5", "rho0.3"):
     off = (f"{r['eval_speedup']:.2f}x", f"{r['eval_f1_retention_off']:.2f}") if "eval_speedup" in r else ("", "")
     print(f"| {name} | {r['eval_exact_match']:.2f} | {r['eval_f1']:.2f} | {100 * r['eval_f1'] / dense['eval_f1']:.1f} % "
           f"| {r['eval_keep_ratio']:.3f} | {r['eval_questions_per_second']:.1f} | {off[0]} | {off[1]} |")
+for name in ("rho0.5", "rho0.3"):  # where the F1 is lost (retention_hf.answer_profile)
+    r = json.loads((runs / f"eval-{name}" / "eval_results.json").read_text())
+    print(f"\n{name}: questions by the layer that dropped their answer\n")
+    print("| group | questions | share | EM | F1 | F1, retention off |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for g in r["answer_profile"]:
+        print(f"| {g['group']} | {g['questions']} | {100 * g['share']:.1f} % | {g['exact_match']:.2f} | {g['f1']:.2f} "
+              f"| {g['f1_reference']:.2f} |")
 PYTHON

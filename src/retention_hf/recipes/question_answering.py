@@ -34,6 +34,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from .. import RetentionBertForQuestionAnswering, RetentionRobertaForQuestionAnswering, RetentionTrainer
+from ..answer_profile import answer_loss_profile, answer_survival
 from ..metrics import load_metric
 from ..question_answering import postprocess_predictions, prepare_eval_features, prepare_train_features
 from .squad_data import SOURCES, squad_datasets
@@ -62,6 +63,13 @@ class QADataArguments:
     protect_question: bool = field(
         default=False, metadata={"help": "Never drop the question tokens: only the context competes for the budget."}
     )
+    answer_profile: bool = field(
+        default=False,
+        metadata={
+            "help": "With retention on, also group the eval questions by the layer at which their answer was dropped "
+            "and score each group (retention_hf.answer_profile; one more pass over the eval windows)."
+        },
+    )
 
 
 def build_model(model_args: ModelArguments, data_args: QADataArguments, tokenizer):
@@ -78,8 +86,11 @@ def build_model(model_args: ModelArguments, data_args: QADataArguments, tokenize
     )
 
 
-def evaluate_spans(trainer, examples: Dataset, features: Dataset, data_args: QADataArguments) -> dict[str, float]:
-    """EM / F1, keep ratio and questions per second of one prediction pass over the eval windows."""
+def evaluate_spans(
+    trainer, examples: Dataset, features: Dataset, data_args: QADataArguments
+) -> tuple[dict[str, float], dict[str, str]]:
+    """EM / F1, keep ratio and questions per second of one prediction pass over the eval windows, and the
+    predicted answers (``{id: text}``)."""
     start = time.perf_counter()
     output = trainer.predict(features.remove_columns(["example_id", "offset_mapping"]), metric_key_prefix="eval")
     seconds = time.perf_counter() - start
@@ -87,16 +98,18 @@ def evaluate_spans(trainer, examples: Dataset, features: Dataset, data_args: QAD
     predictions = postprocess_predictions(
         examples.to_dict(), features.to_dict(), start_logits, end_logits, data_args.max_answer_length
     )
+    answers = {key: value["answer"] for key, value in predictions.items()}
     scores = load_metric("squad").compute(
-        predictions=[{"id": key, "prediction_text": value["answer"]} for key, value in predictions.items()],
+        predictions=[{"id": key, "prediction_text": answer} for key, answer in answers.items()],
         references=[{"id": row["id"], "answers": row["answers"]} for row in examples],
     )
-    return {
+    metrics = {
         "eval_exact_match": scores["exact_match"],
         "eval_f1": scores["f1"],
         "eval_keep_ratio": output.metrics.get("eval_keep_ratio", 1.0),
         "eval_questions_per_second": len(examples) / seconds,
     }
+    return metrics, answers
 
 
 @closes_process_group
@@ -106,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path or default_model_path())
     model = build_model(model_args, data_args, tokenizer)
+    if data_args.answer_profile and not model.config.retention_enabled:
+        raise ValueError("--answer_profile needs retention on: it profiles where a retention model drops the answers")
     window = {"tokenizer": tokenizer, "max_length": data_args.max_seq_length, "doc_stride": data_args.doc_stride}
     train_features = train.map(
         prepare_train_features, fn_kwargs=window, batched=True, remove_columns=train.column_names, desc="Windows"
@@ -126,13 +141,21 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if do_train:
         results.update(train_and_save(trainer))
     if do_eval:
-        results.update(evaluate_spans(trainer, examples, eval_features, data_args))
+        metrics, answers = evaluate_spans(trainer, examples, eval_features, data_args)
+        results.update(metrics)
         if model.config.retention_enabled:  # the same weights with retention off: quality and speed reference
             model.config.retention_enabled = False
-            dense = evaluate_spans(trainer, examples, eval_features, data_args)
+            dense, dense_answers = evaluate_spans(trainer, examples, eval_features, data_args)
             model.config.retention_enabled = True
             results.update({f"{key}_retention_off": value for key, value in dense.items() if key != "eval_keep_ratio"})
             results["eval_speedup"] = results["eval_questions_per_second"] / dense["eval_questions_per_second"]
+            if data_args.answer_profile:
+                survival = answer_survival(
+                    model, tokenizer, examples, eval_features, training_args.per_device_eval_batch_size
+                )
+                results["answer_profile"] = answer_loss_profile(
+                    survival, answers, examples, model.config.num_hidden_layers, reference=dense_answers
+                )
     if model.config.retention_enabled:
         results["learned_schedule"] = model.config.retention_learned_schedule
     write_results(trainer, results, "rajpurkar/squad", quality=("exact_match", "f1"))
