@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
-# Regenerate the SQuAD v1.1 table: fine-tune a dense MiniLM QA model on the train set, the retention models at
+# Regenerate the SQuAD v1.1 table: fine-tune a dense MiniLM QA model on the train set (less the 10 articles that
+# squad-val holds out for tuning, so the same models serve the ablations there), the retention models at
 # rho 0.5 and 0.3 from it (question protected, the default recipe: top-k training from the first step,
 # distillation from the dense model), then score each on the whole official dev set (10,570 questions) with
 # EM / F1, the realised keep ratio and questions/s, next to the same weights with retention off, and the
 # retention models' answer profile (the layer at which each question's answer was dropped, and the F1 per group).
 #
 #   bash src/retention_hf/benchmarks/reproduce_qa.sh            # hours on 2 CPU cores (needs ../shared/data/squad_v1.1)
-#   QA_TRAIN=86821 bash src/retention_hf/benchmarks/reproduce_qa.sh   # the whole train set instead of 30,000 questions
-#   QA_DATASET=squad-tiny bash src/retention_hf/benchmarks/reproduce_qa.sh   # a smoke run on the shipped subset
+#   QA_TRAIN=85091 bash src/retention_hf/benchmarks/reproduce_qa.sh   # every train question instead of 30,000
+#   QA_DATA=squad-tiny QA_EVAL=squad-tiny bash src/retention_hf/benchmarks/reproduce_qa.sh   # a smoke run (shipped data)
 #
-# Checkpoints go to runs/bench-<dataset>/ and are reused when already there (delete one to retrain); an
+# Checkpoints go to runs/bench-qa-<train source>/ and are reused when already there (delete one to retrain); an
 # interrupted fine-tune resumes from its last checkpoint (every 100 steps) when the script is run again, and a
 # finished evaluation (eval_results.json) is not repeated. Each step appends its wall time to
-# runs/bench-<dataset>/wall_times.txt.
+# runs/bench-qa-<train source>/wall_times.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."  # the repository root
 VENV="${VENV:-.venv}"
 bash scripts/setup.sh examples
 PY="$VENV/bin/python"
-QA_DATASET="${QA_DATASET:-squad}"  # squad: train set -> official dev set; squad-val: 10 train articles held out
-RUNS="runs/bench-$QA_DATASET"
+QA_DATA="${QA_DATA:-squad-val}"  # trains on this source's train split (recipes/squad_data.py)
+QA_EVAL="${QA_EVAL:-squad}"  # evaluates on this source's eval split: squad = the official dev set
+RUNS="runs/bench-qa-$QA_DATA"
 QA_TRAIN="${QA_TRAIN:-30000}"  # train questions, spread over every article (--max_train_samples)
 mkdir -p "$RUNS"
-COMMON=(--dataset "$QA_DATASET" --max_seq_length 384 --doc_stride 128 --max_train_samples "$QA_TRAIN" --num_train_epochs 1
+COMMON=(--max_seq_length 384 --doc_stride 128 --max_train_samples "$QA_TRAIN" --num_train_epochs 1
   --per_device_train_batch_size 16 --per_device_eval_batch_size 32 --train_sampling_strategy group_by_length
   --weight_decay 0.01 --logging_steps 25 --report_to none --save_strategy steps --save_steps 100
   --save_total_limit 1 --disable_tqdm true --seed 0)
@@ -39,15 +41,15 @@ train() {  # train NAME ARGS...: fine-tune into $RUNS/NAME unless it is already 
   local last resume=()
   last=$(ls -d "$RUNS/$name"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
   if [ -n "$last" ]; then resume=(--resume_from_checkpoint "$last"); echo "resuming $last"; fi
-  timed "train-$name" "$PY" examples/run_qa.py "${COMMON[@]}" "$@" "${resume[@]}" --do_train true --do_eval false \
+  timed "train-$name" "$PY" examples/run_qa.py --dataset "$QA_DATA" "${COMMON[@]}" "$@" "${resume[@]}" --do_train true --do_eval false \
     --output_dir "$RUNS/$name"
 }
 
-evaluate() {  # evaluate NAME [ARGS...]: score $RUNS/NAME on the eval set into $RUNS/eval-NAME unless done
-  local name=$1; shift
-  if [ -f "$RUNS/eval-$name/eval_results.json" ]; then echo "reusing $RUNS/eval-$name"; return; fi
-  timed "eval-$name" "$PY" examples/run_qa.py "${COMMON[@]}" --model_name_or_path "$RUNS/$name" "$@" \
-    --do_train false --do_eval true --output_dir "$RUNS/eval-$name"
+evaluate() {  # evaluate NAME [ARGS...]: score $RUNS/NAME on the eval set into $RUNS/eval-$QA_EVAL-NAME unless done
+  local name=$1 out="$RUNS/eval-$QA_EVAL-$1"; shift
+  if [ -f "$out/eval_results.json" ]; then echo "reusing $out"; return; fi
+  timed "eval-$QA_EVAL-$name" "$PY" examples/run_qa.py --dataset "$QA_EVAL" "${COMMON[@]}" --model_name_or_path "$RUNS/$name" "$@" \
+    --do_train false --do_eval true --output_dir "$out"
 }
 
 train dense --retention false --learning_rate 5e-5 --warmup_steps 0.1
@@ -57,20 +59,22 @@ for rho in 0.5 0.3; do
 done
 evaluate dense --retention false
 for rho in 0.5 0.3; do evaluate "rho$rho" --answer_profile; done
-"$PY" - "$RUNS" <<'PYTHON'
+"$PY" - "$RUNS/eval-$QA_EVAL" <<'PYTHON'
 import json, sys
 from pathlib import Path
-runs = Path(sys.argv[1])
-dense = json.loads((runs / "eval-dense" / "eval_results.json").read_text())
+prefix = sys.argv[1]
+def read(name):
+    return json.loads(Path(f"{prefix}-{name}", "eval_results.json").read_text())
+dense = read("dense")
 print("| model | EM | F1 | F1 vs dense | keep ratio | questions/s | vs retention off | F1, retention off |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for name in ("dense", "rho0.5", "rho0.3"):
-    r = json.loads((runs / f"eval-{name}" / "eval_results.json").read_text())
+    r = read(name)
     off = (f"{r['eval_speedup']:.2f}x", f"{r['eval_f1_retention_off']:.2f}") if "eval_speedup" in r else ("", "")
     print(f"| {name} | {r['eval_exact_match']:.2f} | {r['eval_f1']:.2f} | {100 * r['eval_f1'] / dense['eval_f1']:.1f} % "
           f"| {r['eval_keep_ratio']:.3f} | {r['eval_questions_per_second']:.1f} | {off[0]} | {off[1]} |")
 for name in ("rho0.5", "rho0.3"):  # where the F1 is lost (retention_hf.answer_profile)
-    r = json.loads((runs / f"eval-{name}" / "eval_results.json").read_text())
+    r = read(name)
     print(f"\n{name}: questions by the layer that dropped their answer\n")
     print("| group | questions | share | EM | F1 | F1, retention off |")
     print("| --- | --- | --- | --- | --- | --- |")
