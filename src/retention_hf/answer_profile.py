@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import evaluate
 import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
@@ -25,11 +26,12 @@ CUT_BY_WINDOWS = -1  # no window holds a gold answer whole
 
 def answer_positions(offsets: Sequence[tuple[int, int] | None], start: int, end: int) -> list[int] | None:
     """The window positions of the tokens that overlap the answer's characters ``[start, end)``, or ``None``
-    when the window does not hold the whole answer (context-only ``offsets``, ``None`` outside the context)."""
+    when the window does not hold the whole answer or no token overlaps it (context-only ``offsets``, ``None``
+    outside the context)."""
     inside = [i for i, offset in enumerate(offsets) if offset is not None]
     if not inside or offsets[inside[0]][0] > start or offsets[inside[-1]][1] < end:
         return None
-    return [i for i in inside if offsets[i][0] < end and offsets[i][1] > start]
+    return [i for i in inside if offsets[i][0] < end and offsets[i][1] > start] or None  # None: no token (blank)
 
 
 def layers_holding(kept_positions: Sequence[set[int]], positions: Sequence[int]) -> int:
@@ -67,10 +69,11 @@ def answer_survival(
             batch = collate([inputs[i] for i in rows])
             kept = model(**{key: value.to(device) for key, value in batch.items()}).kept_positions
             for row, index in enumerate(rows):
-                question = features[index]["example_id"]
+                feature = features[index]
+                question = feature["example_id"]
                 layers = [set(layer[row][layer[row] >= 0].tolist()) for layer in kept]
                 for start, text in zip(answers[question]["answer_start"], answers[question]["text"], strict=True):
-                    positions = answer_positions(features[index]["offset_mapping"], start, start + len(text))
+                    positions = answer_positions(feature["offset_mapping"], start, start + len(text))
                     if positions is not None:
                         survival[question] = max(survival[question], layers_holding(layers, positions))
     finally:
@@ -78,7 +81,8 @@ def answer_survival(
     return survival
 
 
-def _squad_scores(squad, rows: list[dict], answers: dict[str, str]) -> dict[str, float]:
+def _squad_scores(squad: evaluate.EvaluationModule, rows: list[dict], answers: dict[str, str]) -> dict[str, float]:
+    """EM / F1 of ``answers`` (``{id: text}``) on the questions ``rows``."""
     return squad.compute(
         predictions=[{"id": row["id"], "prediction_text": answers[row["id"]]} for row in rows],
         references=[{"id": row["id"], "answers": row["answers"]} for row in rows],

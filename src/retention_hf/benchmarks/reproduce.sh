@@ -29,7 +29,6 @@ case "$DATASET" in
     RETENTION=(--learning_rate 2e-5 --retention_count_rounding budget)
     BUDGETS=(0.7 0.5 0.3)
     SERVE_07_WITH=""
-    ANY_RANGE=(0.2 1.0)
     HARNESS=(--max_length 128 --batch_size 32 --repeats 5)
     ;;
   imdb)
@@ -53,7 +52,6 @@ PYTHON
     RETENTION=(--learning_rate 2e-5 --retention_count_rounding budget)
     BUDGETS=(0.5 0.3)
     SERVE_07_WITH=0.5
-    ANY_RANGE=(0.2 1.0)
     HARNESS=(--max_length 512 --batch_size 16 --repeats 3 --timing_examples 320)
     ;;
   *) echo "unknown dataset '$DATASET' (expected sst2 or imdb)" >&2; exit 2 ;;
@@ -77,14 +75,11 @@ for rho in "${BUDGETS[@]}"; do
   LEARNED+=("$rho=$RUNS/rho$rho")
 done
 if [ -n "$SERVE_07_WITH" ]; then LEARNED=("0.7=$RUNS/rho$SERVE_07_WITH" "${LEARNED[@]}"); fi
-ANY=()
-if [ ${#ANY_RANGE[@]} -gt 0 ]; then  # one checkpoint for every budget in the range, serving 0.5 by default
-  train any "${RETENTION[@]}" --model_name_or_path "$RUNS/dense" --retention_ratio 0.5 --retention_ratio_range "${ANY_RANGE[@]}"
-  ANY=(--any_budget "$RUNS/any" --budgets 1.0 0.7 0.5 0.3 0.2)
-fi
-"$PY" -m retention_hf.benchmarks.run --dataset "$DATASET" --dense "$RUNS/dense" --learned "${LEARNED[@]}" "${ANY[@]}" \
-  "${HARNESS[@]}" --output "results/$DATASET"
+# one checkpoint for every budget from 0.2 to 1.0, serving 0.5 by default
+train any "${RETENTION[@]}" --model_name_or_path "$RUNS/dense" --retention_ratio 0.5 --retention_ratio_range 0.2 1.0
+"$PY" -m retention_hf.benchmarks.run --dataset "$DATASET" --dense "$RUNS/dense" --learned "${LEARNED[@]}" \
+  --any_budget "$RUNS/any" --budgets 1.0 0.7 0.5 0.3 0.2 "${HARNESS[@]}" --output "results/$DATASET"
 # The configs of the measured checkpoints, for the reference model cards (model_cards/render.py)
 mkdir -p "results/$DATASET/configs"
 for rho in "${BUDGETS[@]}"; do cp "$RUNS/rho$rho/config.json" "results/$DATASET/configs/rho$rho.json"; done
-if [ ${#ANY[@]} -gt 0 ]; then cp "$RUNS/any/config.json" "results/$DATASET/configs/any.json"; fi
+cp "$RUNS/any/config.json" "results/$DATASET/configs/any.json"

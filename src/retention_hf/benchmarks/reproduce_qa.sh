@@ -14,9 +14,9 @@
 #   QA_DATA=squad-tiny QA_EVAL=squad-tiny bash src/retention_hf/benchmarks/reproduce_qa.sh   # a smoke run (shipped data)
 #
 # Checkpoints go to runs/bench-qa-<train source>/ and are reused when already there (delete one to retrain); an
-# interrupted fine-tune resumes from its last checkpoint (every 100 steps) when the script is run again, and a
-# finished evaluation (eval_results.json) is not repeated. Each step appends its wall time to
-# runs/bench-qa-<train source>/wall_times.txt.
+# interrupted fine-tune resumes from its last checkpoint (every 100 steps) when the script is run again, and an
+# evaluation newer than its model is not repeated. Each step appends its wall time to
+# runs/bench-qa-<train source>/wall_times.txt (a resumed fine-tune's line says so and counts only that part).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."  # the repository root
 VENV="${VENV:-.venv}"
@@ -38,7 +38,7 @@ COMMON=(--max_seq_length 384 --doc_stride 128 --max_train_samples "$QA_TRAIN" --
   --weight_decay 0.01 --logging_steps 25 --report_to none --save_strategy steps --save_steps 100
   --save_total_limit 1 --disable_tqdm true --seed 0)
 
-timed() {  # timed NAME COMMAND...: run it and record its wall time
+timed() {  # timed LABEL COMMAND...: run it and record its wall time
   local name=$1 start=$SECONDS; shift
   "$@"
   echo "$name $((SECONDS - start)) s" | tee -a "$RUNS/wall_times.txt"
@@ -47,16 +47,18 @@ timed() {  # timed NAME COMMAND...: run it and record its wall time
 train() {  # train NAME ARGS...: fine-tune into $RUNS/NAME unless it is already there
   local name=$1; shift
   if [ -f "$RUNS/$name/config.json" ]; then echo "reusing $RUNS/$name"; return; fi
-  local last resume=()
+  local last resume=() label="train-$name"
   last=$(ls -d "$RUNS/$name"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
-  if [ -n "$last" ]; then resume=(--resume_from_checkpoint "$last"); echo "resuming $last"; fi
-  timed "train-$name" "$PY" examples/run_qa.py --dataset "$QA_DATA" "${COMMON[@]}" "$@" "${resume[@]}" --do_train true --do_eval false \
+  if [ -n "$last" ]; then
+    resume=(--resume_from_checkpoint "$last"); label="$label (resumed from $(basename "$last"))"; echo "resuming $last"
+  fi
+  timed "$label" "$PY" examples/run_qa.py --dataset "$QA_DATA" "${COMMON[@]}" "$@" "${resume[@]}" --do_train true --do_eval false \
     --output_dir "$RUNS/$name"
 }
 
 evaluate() {  # evaluate NAME [ARGS...]: score $RUNS/NAME on the eval set into $RUNS/eval-$QA_EVAL-NAME unless done
   local name=$1 out="$RUNS/eval-$QA_EVAL-$1"; shift
-  if [ -f "$out/eval_results.json" ]; then echo "reusing $out"; return; fi
+  if [ "$out/eval_results.json" -nt "$RUNS/$name/config.json" ]; then echo "reusing $out"; return; fi
   timed "eval-$QA_EVAL-$name" "$PY" examples/run_qa.py --dataset "$QA_EVAL" "${COMMON[@]}" --model_name_or_path "$RUNS/$name" "$@" \
     --do_train false --do_eval true --output_dir "$out"
 }
@@ -93,14 +95,14 @@ print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for name in ("dense", *models):
     r = read(name)
     off = (f"{r['eval_speedup']:.2f}x", f"{r['eval_f1_retention_off']:.2f}") if "eval_speedup" in r else ("", "")
-    print(f"| {name} | {r['eval_exact_match']:.2f} | {r['eval_f1']:.2f} | {100 * r['eval_f1'] / dense['eval_f1']:.1f} % "
+    print(f"| {name} | {r['eval_exact_match']:.2f} | {r['eval_f1']:.2f} | {100 * r['eval_f1'] / max(dense['eval_f1'], 1e-9):.1f} % "
           f"| {r['eval_keep_ratio']:.3f} | {r['eval_questions_per_second']:.1f} | {off[0]} | {off[1]} |")
 for name in models:  # where the F1 is lost (retention_hf.answer_profile)
     r = read(name)
     print(f"\n{name}: questions by the layer that dropped their answer\n")
     print("| group | questions | share | EM | F1 | F1, retention off |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for g in r["answer_profile"]:
+    for g in r.get("answer_profile", []):
         print(f"| {g['group']} | {g['questions']} | {100 * g['share']:.1f} % | {g['exact_match']:.2f} | {g['f1']:.2f} "
               f"| {g['f1_reference']:.2f} |")
 PYTHON

@@ -57,7 +57,8 @@ class QADataArguments:
     doc_stride: int = field(default=128, metadata={"help": "Context tokens shared by consecutive windows."})
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer span, in tokens."})
     max_train_samples: int | None = field(
-        default=None, metadata={"help": "Train on N questions spread over every article (smallest SHA-1 of the id)."}
+        default=None,
+        metadata={"help": "Train on N questions, an even hash sample of the train split (smallest SHA-1 of the id)."},
     )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval questions."})
     protect_question: bool = field(
@@ -112,19 +113,53 @@ def evaluate_spans(
     return metrics, answers
 
 
+def evaluate_with_reference(
+    trainer, tokenizer, examples: Dataset, features: Dataset, data_args: QADataArguments
+) -> dict[str, object]:
+    """:func:`evaluate_spans`, then for a retention model the same weights with retention off (the quality and
+    speed reference) and, with ``--answer_profile``, the F1 per layer that dropped the answer."""
+    model = trainer.model
+    results: dict[str, object] = {}
+    metrics, answers = evaluate_spans(trainer, examples, features, data_args)
+    results.update(metrics)
+    if not model.config.retention_enabled:
+        return results
+    model.config.retention_enabled = False
+    try:
+        dense, dense_answers = evaluate_spans(trainer, examples, features, data_args)
+    finally:
+        model.config.retention_enabled = True
+    results.update({f"{key}_retention_off": value for key, value in dense.items() if key != "eval_keep_ratio"})
+    results["eval_speedup"] = results["eval_questions_per_second"] / dense["eval_questions_per_second"]
+    if data_args.answer_profile:
+        batch_size = trainer.args.per_device_eval_batch_size
+        with trainer.autocast_smart_context_manager():  # the precision of the prediction passes
+            survival = answer_survival(model, tokenizer, examples, features, batch_size)
+        results["answer_profile"] = answer_loss_profile(
+            survival, answers, examples, model.config.num_hidden_layers, reference=dense_answers
+        )
+    return results
+
+
 @closes_process_group
 def main(argv: list[str] | None = None) -> dict[str, object]:
     model_args, data_args, training_args = parse_arguments(QADataArguments, argv)
+    do_train, do_eval = selected_phases(training_args)
     train, examples = squad_datasets(data_args.dataset, data_args.max_train_samples, data_args.max_eval_samples)
 
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path or default_model_path())
     model = build_model(model_args, data_args, tokenizer)
-    if data_args.answer_profile and not model.config.retention_enabled:
-        raise ValueError("--answer_profile needs retention on: it profiles where a retention model drops the answers")
+    if data_args.answer_profile and not (model.config.retention_enabled and do_eval):
+        raise ValueError(
+            "--answer_profile needs retention on and an evaluation: it profiles where a retention model drops the "
+            f"answers of the eval set (retention_enabled={model.config.retention_enabled}, do_eval={do_eval})"
+        )
     window = {"tokenizer": tokenizer, "max_length": data_args.max_seq_length, "doc_stride": data_args.doc_stride}
-    train_features = train.map(
-        prepare_train_features, fn_kwargs=window, batched=True, remove_columns=train.column_names, desc="Windows"
-    )
+    train_features = None
+    if do_train:  # an eval-only run never windows the train set
+        train_features = train.map(
+            prepare_train_features, fn_kwargs=window, batched=True, remove_columns=train.column_names, desc="Windows"
+        )
     eval_features = examples.map(
         prepare_eval_features, fn_kwargs=window, batched=True, remove_columns=examples.column_names, desc="Windows"
     )
@@ -137,25 +172,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         data_collator=DataCollatorWithPadding(tokenizer),
     )
     results: dict[str, object] = {"eval_questions": len(examples), "eval_windows": len(eval_features)}
-    do_train, do_eval = selected_phases(training_args)
     if do_train:
         results.update(train_and_save(trainer))
     if do_eval:
-        metrics, answers = evaluate_spans(trainer, examples, eval_features, data_args)
-        results.update(metrics)
-        if model.config.retention_enabled:  # the same weights with retention off: quality and speed reference
-            model.config.retention_enabled = False
-            dense, dense_answers = evaluate_spans(trainer, examples, eval_features, data_args)
-            model.config.retention_enabled = True
-            results.update({f"{key}_retention_off": value for key, value in dense.items() if key != "eval_keep_ratio"})
-            results["eval_speedup"] = results["eval_questions_per_second"] / dense["eval_questions_per_second"]
-            if data_args.answer_profile:
-                survival = answer_survival(
-                    model, tokenizer, examples, eval_features, training_args.per_device_eval_batch_size
-                )
-                results["answer_profile"] = answer_loss_profile(
-                    survival, answers, examples, model.config.num_hidden_layers, reference=dense_answers
-                )
+        results.update(evaluate_with_reference(trainer, tokenizer, examples, eval_features, data_args))
     if model.config.retention_enabled:
         results["learned_schedule"] = model.config.retention_learned_schedule
     write_results(trainer, results, "rajpurkar/squad", quality=("exact_match", "f1"))

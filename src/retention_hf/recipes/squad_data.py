@@ -104,9 +104,12 @@ def load_squad(split: str, source: str = "squad") -> list[dict]:
 
 
 def spread_subset(questions: list[dict], count: int | None) -> list[dict]:
-    """``count`` questions drawn from every article: those with the smallest SHA-1 of their id, in file order.
+    """``count`` questions, an even hash sample over the whole file: those with the smallest SHA-1 of their id, in
+    file order.
 
     The files list questions article by article, so their first N would cover only the first few topics."""
+    if count is not None and count < 0:
+        raise ValueError(f"the number of train questions must be >= 0, got {count}")
     if count is None or count >= len(questions):
         return questions
     chosen = set(sorted(hashlib.sha1(row["id"].encode("utf-8")).hexdigest() for row in questions)[:count])
@@ -114,8 +117,8 @@ def spread_subset(questions: list[dict], count: int | None) -> list[dict]:
 
 
 def squad_datasets(source: str, max_train: int | None = None, max_eval: int | None = None):
-    """The train and eval questions of ``source`` as ``datasets.Dataset``s: ``max_train`` train questions spread
-    over every article (``spread_subset``), and the first ``max_eval`` eval questions."""
+    """The train and eval questions of ``source`` as ``datasets.Dataset``s: ``max_train`` train questions, an even
+    hash sample (``spread_subset``), and the first ``max_eval`` eval questions."""
     from datasets import Dataset
 
     return (

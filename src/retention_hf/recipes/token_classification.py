@@ -47,7 +47,10 @@ LABELS = {0: "O", 1: "ANSWER"}
 class TaggingDataArguments:
     dataset: str = field(default="squad", metadata={"help": f"One of {SOURCES} (see retention_hf.recipes.squad_data)."})
     max_seq_length: int = field(default=256, metadata={"help": "Tokens per input (the context is truncated)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train questions."})
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "Train on N questions, an even hash sample of the train split (smallest SHA-1 of the id)."},
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval questions."})
     show_examples: int = field(default=3, metadata={"help": "Print this many tagged eval contexts."})
 
