@@ -16,6 +16,14 @@ Data (built here, deterministically, from ``../shared/data/sst2/train.tsv``, no 
   sentences average 19 words), where dropping tokens matters. A validation phrase may share words with a
   training phrase of the same review sentence: that affects every row alike.
 
+``--train_set imdb`` asks whether a recipe carries over to long inputs, on IMDb train
+(``../shared/data/imdb/train.jsonl.gz``; reviews ranked by ``sha1(id)`` within each label): it trains on the
+6,000 reviews of ``reproduce.sh imdb`` (ranks 0-2,999 of each label) at 512 tokens, batch 16, and scores the
+1,000 reviews ranked 3,000-3,499 of each label, so neither the training reviews nor the IMDb test set that
+results/imdb reports are touched. It starts from ``reproduce.sh imdb``'s dense model (``runs/bench-imdb/dense``,
+trained on those 6,000 reviews) when it is there; runs save a checkpoint every 25 steps and resume from it;
+they go to ``runs/ablation-imdb`` and ``results/ablation-imdb``.
+
 Every row starts from the same dense model (the main job's dense stage: one epoch on the 8k rows) and
 trains one more epoch with its recipe at each budget. Each run writes ``<output_dir>/<row>-r<rho>-s<seed>/``
 and this script collects ``results.json`` and ``results.md`` under ``--results``::
@@ -24,12 +32,14 @@ and this script collects ``results.json`` and ``results.md`` under ``--results``
     python examples/ablation_budget.py --rows topk-geometric --seeds 1 2    # more seeds for a row
     python examples/ablation_budget.py --report    # position profiles, table and keep-ratio curves only
     python examples/ablation_budget.py --train_set full --rows hybrid-geometric-budget   # full-scale rows
+    python examples/ablation_budget.py --train_set imdb --rows topk-decay-budget-kd hybrid-decay-budget-kd --budgets 0.5
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import hashlib
 import json
 import statistics
@@ -47,6 +57,20 @@ from run_classification import main as run_classification
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TRAIN = REPO.parent / "shared" / "data" / "sst2" / "train.tsv"
 TRAIN_8K = REPO / "data" / "sst2" / "train_8k.tsv"
+IMDB_TRAIN = REPO.parent / "shared" / "data" / "imdb" / "train.jsonl.gz"
+IMDB_DENSE = REPO / "runs" / "bench-imdb" / "dense"  # reproduce.sh imdb's dense model, trained on the same 6,000
+# IMDb runs: 512 tokens, batch 16 (as reproduce.sh imdb), a checkpoint every 25 of their 375 steps
+IMDB_ARGUMENTS = [
+    "--text_column=text",
+    "--label_column=label",
+    "--max_seq_length=512",
+    "--per_device_train_batch_size=16",
+    "--per_device_eval_batch_size=32",
+    "--logging_steps=25",
+    "--save_strategy=steps",
+    "--save_steps=25",
+    "--save_total_limit=1",
+]
 
 COMMON = [
     "--num_train_epochs=1",
@@ -234,6 +258,35 @@ def build_validation(path: Path, size: int = 2000, min_words: int = 10) -> Path:
     return path
 
 
+def build_imdb_split(folder: Path, train_per_label: int = 3000, validation_per_label: int = 500) -> tuple[Path, Path]:
+    """``--train_set imdb``'s train and validation files (see the module docstring), labels interleaved by sha1(id)."""
+    train, validation = folder / "imdb_train_6k.jsonl", folder / "imdb_train_carve_1k.jsonl"
+    if train.is_file() and validation.is_file():
+        return train, validation
+    with gzip.open(IMDB_TRAIN, "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+
+    def rank(row: dict) -> str:
+        return hashlib.sha1(row["id"].encode()).hexdigest()
+
+    by_label = [sorted((row for row in rows if row["label"] == label), key=rank) for label in (0, 1)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, first, last in (
+        (train, 0, train_per_label),
+        (validation, train_per_label, train_per_label + validation_per_label),
+    ):
+        chosen = sorted((row for ranked in by_label for row in ranked[first:last]), key=rank)
+        path.write_text("".join(json.dumps(row) + "\n" for row in chosen))
+    return train, validation
+
+
+def validation_texts(validation: Path) -> list[str]:
+    """The texts of a validation file: SST-2 TSV (first column) or IMDb jsonl (``text``)."""
+    if validation.suffix == ".jsonl":
+        return [json.loads(line)["text"] for line in validation.read_text().splitlines()]
+    return [line.split("\t")[0].strip() for line in validation.read_text().splitlines()[1:]]
+
+
 def warmup_share(arguments: list[str]) -> float:
     """The row's ``--budget_warmup_steps`` (a share of the run), else RetentionTrainingArguments' default."""
     values = [
@@ -261,23 +314,23 @@ def training_keep(run_dir: Path, target: float, warmup: float = 0.3) -> dict[str
 
 
 @torch.no_grad()
-def last_layer_profile(run_dir: Path, validation: Path, batch_size: int = 64) -> list[float]:
+def last_layer_profile(run_dir: Path, validation: Path, batch_size: int = 64, max_length: int = 128) -> list[float]:
     """Share of each fifth of the validation texts that the last layer processed ([CLS] left out)."""
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
     model = AutoModelForSequenceClassification.from_pretrained(run_dir).eval()
-    texts = [line.split("\t")[0].strip() for line in validation.read_text().splitlines()[1:]]
+    texts = validation_texts(validation)
     kept, masks = [], []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(
             texts[start : start + batch_size],
             truncation=True,
-            max_length=128,
+            max_length=max_length,
             padding="max_length",
             return_tensors="pt",
         )
         outputs = model(**batch)
         positions = outputs.kept_positions[-1]
-        kept.append(torch.nn.functional.pad(positions, (0, 128 - positions.shape[1]), value=-1))
+        kept.append(torch.nn.functional.pad(positions, (0, max_length - positions.shape[1]), value=-1))
         masks.append(batch["attention_mask"])
     return position_profile(torch.cat(kept), torch.cat(masks))
 
@@ -307,12 +360,19 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
                     for entry in logged_keep(output / name, row["budget"])
                 ]
         if name != "dense" and "position_profile" not in row and (output / name).is_dir():
-            row["position_profile"] = last_layer_profile(output / name, validation)
+            length = 512 if train_set == "imdb" else 128
+            row["position_profile"] = last_layer_profile(output / name, validation, max_length=length)
     write(results, results_dir / "results.json")
     dense = results["dense"]["eval_accuracy"]
+    described = (
+        "IMDb train carve-out validation (1,000 reviews ranked 3,000-3,499 by sha1(id) per label, never trained on); "
+        "training set: the 6,000 reviews of reproduce.sh imdb, 512 tokens"
+        if train_set == "imdb"
+        else "SST-2 train carve-out validation (2,000 sentences of >= 10 words, never trained on); training set "
+        f"{train_set}"
+    )
     lines = [
-        f"SST-2 train carve-out validation (2,000 sentences of >= 10 words, never trained on); training set "
-        f"{train_set}. Dense: {dense:.4f}.",
+        f"{described}. Dense: {dense:.4f}.",
         "",
         "| row | rho | seed | accuracy | vs dense | eval keep | train keep after warm-up, mean / max dev. (Hard-Concrete: soft phase) "
         "| retention off | last-layer share by fifth of the text | train min |",
@@ -393,7 +453,7 @@ def main() -> None:
     )
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.3])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--train_set", choices=["8k", "full"], default="8k", help="see the module docstring")
+    parser.add_argument("--train_set", choices=["8k", "full", "imdb"], default="8k", help="see the module docstring")
     parser.add_argument("--output_dir", default=None, help="default: runs/ablation (8k) or runs/ablation-full")
     parser.add_argument("--results", default=None, help="default: results/ablation (8k) or results/ablation-full")
     parser.add_argument("--max_train_samples", type=int, default=None, help="fewer training rows (smoke runs)")
@@ -403,15 +463,19 @@ def main() -> None:
     suffix = "" if args.train_set == "8k" else f"-{args.train_set}"
     output = Path(args.output_dir or f"runs/ablation{suffix}")
     results_dir = Path(args.results or f"results/ablation{suffix}")
-    validation = build_validation(output / "data" / "sst2_train_carve_2k.tsv")
     extra = [] if args.max_train_samples is None else [f"--max_train_samples={args.max_train_samples}"]
+    if args.train_set == "imdb":
+        train_file, validation = build_imdb_split(output / "data")
+        extra += IMDB_ARGUMENTS
+    else:
+        validation = build_validation(output / "data" / "sst2_train_carve_2k.tsv")
     if args.train_set == "full":
         train_file = build_full_train(output / "data" / "sst2_train_minus_carve.tsv", validation)
         extra += ["--save_strategy=steps", "--save_steps=200", "--save_total_limit=1", "--logging_steps=25"]
-    else:
+    elif args.train_set == "8k":
         train_file = TRAIN_8K
     data = [f"--train_file={train_file}", f"--validation_file={validation}"]
-    resume = last_checkpoint if args.train_set == "full" else (lambda run_dir: [])
+    resume = last_checkpoint if args.train_set != "8k" else (lambda run_dir: [])
     results_path = results_dir / "results.json"
     results = read(results_path)
     if args.report:
@@ -419,10 +483,19 @@ def main() -> None:
         return
 
     dense_dir = output / "dense"
+    if args.train_set == "imdb" and (IMDB_DENSE / "config.json").is_file():
+        dense_dir = IMDB_DENSE  # already trained on the same 6,000 reviews: only scored on the carve-out here
     # a fresh clone has the results but not the models: the rows need the dense model itself to start from
     if "dense" not in results or not (dense_dir / "config.json").is_file():
         start = time.perf_counter()
-        metrics = run_classification([*COMMON, *DENSE, *data, *extra, *resume(dense_dir), f"--output_dir={dense_dir}"])
+        if dense_dir == IMDB_DENSE:
+            scored = output / "dense-eval"
+            only_eval = ["--do_train=false", "--do_eval=true", f"--model_name_or_path={dense_dir}"]
+            metrics = run_classification([*COMMON, *DENSE, *data, *extra, *only_eval, f"--output_dir={scored}"])
+        else:
+            metrics = run_classification(
+                [*COMMON, *DENSE, *data, *extra, *resume(dense_dir), f"--output_dir={dense_dir}"]
+            )
         results = read(results_path)
         results["dense"] = {"eval_accuracy": metrics["eval_accuracy"], "minutes": (time.perf_counter() - start) / 60}
         write(results, results_path)
