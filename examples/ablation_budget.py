@@ -17,7 +17,8 @@ Data (built here, deterministically, from ``../shared/data/sst2/train.tsv``, no 
   training phrase of the same review sentence: that affects every row alike.
 
 ``--train_set imdb`` asks whether a recipe carries over to long inputs, on IMDb train
-(``../shared/data/imdb/train.jsonl.gz``; reviews ranked by ``sha1(id)`` within each label): it trains on the
+(``../shared/data/imdb/train.jsonl.gz``; reviews ranked by ``sha1(id)`` within each label, split by
+``retention_hf.benchmarks.data.write_imdb_train_splits``, which ``reproduce.sh imdb`` uses too): it trains on the
 6,000 reviews of ``reproduce.sh imdb`` (ranks 0-2,999 of each label) at 512 tokens, batch 16, and scores the
 1,000 reviews ranked 3,000-3,499 of each label, so neither the training reviews nor the IMDb test set that
 results/imdb reports are touched. It starts from ``reproduce.sh imdb``'s dense model (``runs/bench-imdb/dense``,
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import hashlib
 import json
 import statistics
@@ -50,6 +50,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import retention_hf  # noqa: F401  (registers the retention classes with the Auto classes)
+from retention_hf.benchmarks.data import write_imdb_train_splits
 from retention_hf.visualization import plot_keep_ratio_curves, position_profile
 from run_classification import main as run_classification
 
@@ -57,7 +58,6 @@ from run_classification import main as run_classification
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TRAIN = REPO.parent / "shared" / "data" / "sst2" / "train.tsv"
 TRAIN_8K = REPO / "data" / "sst2" / "train_8k.tsv"
-IMDB_TRAIN = REPO.parent / "shared" / "data" / "imdb" / "train.jsonl.gz"
 IMDB_DENSE = REPO / "runs" / "bench-imdb" / "dense"  # reproduce.sh imdb's dense model, trained on the same 6,000
 # IMDb runs: 512 tokens, batch 16 (as reproduce.sh imdb), a checkpoint every 25 of their 375 steps
 IMDB_ARGUMENTS = [
@@ -258,32 +258,11 @@ def build_validation(path: Path, size: int = 2000, min_words: int = 10) -> Path:
     return path
 
 
-def build_imdb_split(folder: Path, train_per_label: int = 3000, validation_per_label: int = 500) -> tuple[Path, Path]:
-    """``--train_set imdb``'s train and validation files (see the module docstring), labels interleaved by sha1(id)."""
-    train, validation = folder / "imdb_train_6k.jsonl", folder / "imdb_train_carve_1k.jsonl"
-    if train.is_file() and validation.is_file():
-        return train, validation
-    with gzip.open(IMDB_TRAIN, "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
-
-    def rank(row: dict) -> str:
-        return hashlib.sha1(row["id"].encode()).hexdigest()
-
-    by_label = [sorted((row for row in rows if row["label"] == label), key=rank) for label in (0, 1)]
-    folder.mkdir(parents=True, exist_ok=True)
-    for path, first, last in (
-        (train, 0, train_per_label),
-        (validation, train_per_label, train_per_label + validation_per_label),
-    ):
-        chosen = sorted((row for ranked in by_label for row in ranked[first:last]), key=rank)
-        path.write_text("".join(json.dumps(row) + "\n" for row in chosen))
-    return train, validation
-
-
 def validation_texts(validation: Path) -> list[str]:
     """The texts of a validation file: SST-2 TSV (first column) or IMDb jsonl (``text``)."""
     if validation.suffix == ".jsonl":
-        return [json.loads(line)["text"] for line in validation.read_text().splitlines()]
+        with validation.open(encoding="utf-8") as handle:  # not splitlines(): reviews may hold U+2028
+            return [json.loads(line)["text"] for line in handle if line.strip()]
     return [line.split("\t")[0].strip() for line in validation.read_text().splitlines()[1:]]
 
 
@@ -465,7 +444,7 @@ def main() -> None:
     results_dir = Path(args.results or f"results/ablation{suffix}")
     extra = [] if args.max_train_samples is None else [f"--max_train_samples={args.max_train_samples}"]
     if args.train_set == "imdb":
-        train_file, validation = build_imdb_split(output / "data")
+        train_file, validation = write_imdb_train_splits(output / "data")
         extra += IMDB_ARGUMENTS
     else:
         validation = build_validation(output / "data" / "sst2_train_carve_2k.tsv")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from retention_hf import RetentionBertForSequenceClassification
+from retention_hf.benchmarks import data as bench_data
 from retention_hf.benchmarks import report
 from retention_hf.benchmarks.data import DATASETS, load_examples
 from retention_hf.benchmarks.run import main as run_benchmarks
@@ -206,3 +207,14 @@ def test_benchmark_modules_import_without_a_cycle():
         )
 
     assert [name for name in edges if reaches(name, name)] == []
+
+
+@pytest.mark.skipif(not bench_data.IMDB_TRAIN.is_file(), reason="needs ../shared/data/imdb")
+def test_imdb_train_splits_are_disjoint_and_balanced(tmp_path):
+    train, validation = bench_data.write_imdb_train_splits(tmp_path)
+    rows = {path.name: [json.loads(line) for line in path.open(encoding="utf-8")] for path in (train, validation)}
+    assert [len(rows[path.name]) for path in (train, validation)] == [6000, 1000]
+    assert [sum(row["label"] for row in rows[path.name]) for path in (train, validation)] == [3000, 500]
+    assert not {row["id"] for row in rows[train.name]} & {row["id"] for row in rows[validation.name]}
+    train.write_text("kept")
+    assert bench_data.write_imdb_train_splits(tmp_path) == (train, validation) and train.read_text() == "kept"

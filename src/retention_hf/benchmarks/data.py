@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,30 @@ DATASETS = {
     "sst2": REPO / "data" / "sst2" / "dev.tsv",  # GLUE SST-2 dev, 872 sentences (shipped)
     "imdb": SHARED / "imdb" / "sample_test.jsonl",  # the deterministic 1k IMDb test sample
 }
+IMDB_TRAIN = SHARED / "imdb" / "train.jsonl.gz"
+
+
+def write_imdb_train_splits(folder: Path) -> tuple[Path, Path]:
+    """IMDb train reviews ranked by ``sha1(id)`` within each label: ``train_6k.jsonl`` holds ranks 0-2,999 of each
+    label (what ``reproduce.sh imdb`` trains on) and ``train_carve_1k.jsonl`` ranks 3,000-3,499 (the held-out
+    validation of ``examples/ablation_budget.py --train_set imdb``), labels interleaved by the same hash. Files
+    already there are kept."""
+    folder = Path(folder)
+    train, validation = folder / "train_6k.jsonl", folder / "train_carve_1k.jsonl"
+    if train.is_file() and validation.is_file():
+        return train, validation
+    with gzip.open(IMDB_TRAIN, "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+
+    def rank(row: dict) -> str:
+        return hashlib.sha1(row["id"].encode()).hexdigest()
+
+    by_label = [sorted((row for row in rows if row["label"] == label), key=rank) for label in (0, 1)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, first, last in ((train, 0, 3000), (validation, 3000, 3500)):
+        chosen = sorted((row for ranked in by_label for row in ranked[first:last]), key=rank)
+        path.write_text("".join(json.dumps(row) + "\n" for row in chosen))
+    return train, validation
 
 
 @dataclass

@@ -35,16 +35,8 @@ case "$DATASET" in
     # The first 3,000 reviews of each label by sha1(id) from the 25k train split (a superset of
     # sample_train.jsonl, which is the first 1,000 of each), labels interleaved; scored on sample_test.jsonl.
     TRAIN_FILE="$RUNS/data/train_6k.jsonl"
-    mkdir -p "$RUNS/data"
-    [ -f "$TRAIN_FILE" ] || "$PY" - "$TRAIN_FILE" <<'PYTHON'
-import gzip, hashlib, json, sys
-from pathlib import Path
-with gzip.open("../shared/data/imdb/train.jsonl.gz", "rt", encoding="utf-8") as handle:
-    rows = [json.loads(line) for line in handle]
-by_label = [sorted((row for row in rows if row["label"] == label), key=lambda row: hashlib.sha1(row["id"].encode()).hexdigest())[:3000] for label in (0, 1)]
-chosen = sorted(by_label[0] + by_label[1], key=lambda row: hashlib.sha1(row["id"].encode()).hexdigest())
-Path(sys.argv[1]).write_text("".join(json.dumps(row) + "\n" for row in chosen))
-PYTHON
+    "$PY" -c 'import sys; from retention_hf.benchmarks.data import write_imdb_train_splits as w; w(sys.argv[1])' \
+      "$RUNS/data"
     COMMON+=(--train_file "$TRAIN_FILE" --validation_file ../shared/data/imdb/sample_test.jsonl --text_column text
              --label_column label --max_seq_length 512 --per_device_train_batch_size 16 --per_device_eval_batch_size 32
              --save_steps 25)
