@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from retention_hf.baselines import baseline_selection
+from retention_hf.baselines import BASELINES, ClsAttentionScorer, baseline_selection
 
 from families import FAMILIES
 from test_modeling import make_model
@@ -24,7 +24,7 @@ def run(model, inputs, baseline=None, **kwargs):
             return model(**inputs, **kwargs)
 
 
-@pytest.mark.parametrize("baseline", ["random", "truncation", "attention"])
+@pytest.mark.parametrize("baseline", BASELINES)
 def test_same_kept_counts_as_the_learned_gates(family, baseline):
     model = make_model(family, retention_ratio=0.525, retention_schedule=[1.0, 0.6, 0.3, 0.2])
     inputs = family.inputs([22, 15, 6], seq_len=22)
@@ -57,6 +57,37 @@ def test_attention_keeps_the_most_attended_tokens(family):
             count = int(outputs.kept_counts[row, layer])
             best = sorted(previous[row][real][torch.topk(received, count).indices].tolist())
             assert kept[row][kept[row] >= 0].tolist() == best
+
+
+def test_cls_attention_is_the_first_tokens_attention_in_the_layer_the_gate_feeds(family):
+    model = make_model(family, retention_enabled=False)
+    inputs = family.inputs([20, 13], seq_len=20)
+    with torch.no_grad():
+        outputs = model(**inputs, output_attentions=True, output_hidden_states=True)
+        for layer in range(4):
+            scorer = ClsAttentionScorer(model.base_model.encoder.layer[layer].attention.self)
+            scores = scorer(outputs.hidden_states[layer], inputs["attention_mask"].bool())  # the layer's input
+            first_row = outputs.attentions[layer][:, :, 0, :].mean(dim=1)  # stock probabilities, mean over heads
+            for row, length in enumerate([20, 13]):
+                torch.testing.assert_close(scores[row, :length], first_row[row, :length], atol=1e-5, rtol=0)
+                assert torch.all(scores[row, length:] == 0)  # padding gets no attention
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_cls_attention_keeps_the_most_attended_tokens_before_layer_0(family, attn_implementation):
+    model = make_model(family, attn_implementation=attn_implementation, retention_ratio=0.4)
+    inputs = family.inputs([20, 13], seq_len=20)
+    reference = make_model(family, retention_ratio=1.0)
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        attention = reference(**inputs, output_attentions=True).attentions[0][:, :, 0, :].mean(dim=1)
+    outputs = run(model, inputs, "cls_attention")
+    for row, length in enumerate([20, 13]):
+        received = attention[row, :length].clone()
+        received[0] = float("inf")  # the first token is protected
+        best = sorted(torch.topk(received, int(outputs.kept_counts[row, 0])).indices.tolist())
+        kept = outputs.kept_positions[0][row]
+        assert kept[kept >= 0].tolist() == best
 
 
 def test_random_is_seeded_and_the_gates_come_back(family):

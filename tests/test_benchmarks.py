@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from retention_hf import RetentionBertForSequenceClassification
+from retention_hf.baselines import BASELINES
 from retention_hf.benchmarks import data as bench_data
 from retention_hf.benchmarks import report
 from retention_hf.benchmarks.data import DATASETS, load_examples
@@ -56,7 +57,7 @@ def test_harness_end_to_end(checkpoints, tmp_path):
     assert all(math.isfinite(value) for value in results["memory_mb"].values())
     for ratio in ("rho=0.5", "rho=0.3"):
         row = results["accuracy"][ratio]
-        assert set(row) == {"learned", "random", "truncation", "attention"}
+        assert set(row) == {"learned", *BASELINES}
         keep = {name: cell["keep_ratio"] for name, cell in row.items()}
         assert len({round(value, 6) for value in keep.values()}) == 1, "baselines keep exactly as much as learned"
         assert all(0 <= cell["accuracy"] <= 1 for cell in row.values())
@@ -176,6 +177,33 @@ def test_target_checks_on_hand_built_imdb_results():
         "learned vs best baseline, rho 0.5": ("+0.0000", False),  # a tie is not a win
         "learned vs best baseline, rho 0.3": ("+0.0410", True),
     }
+
+
+def test_the_best_baseline_and_the_table_columns_follow_the_measured_baselines():
+    def cell(accuracy):
+        return {"accuracy": accuracy, "keep_ratio": 0.5}
+
+    older = {"random": cell(0.7), "truncation": cell(0.75), "attention": cell(0.8)}  # before cls_attention existed
+    results = {
+        "dataset": "sst2",
+        "examples": 4,
+        "batch_size": 2,
+        "max_length": 16,
+        "repeats": 1,
+        "machine": {"cpu_count": 2, "torch": "x"},
+        "command": "x",
+        "schedules": {"0.5": [0.5] * 6},
+        "accuracy": {"dense": 0.9, "rho=0.5": {"learned": cell(0.82), **older}},
+    }
+    checks = {check["target"]: check["shown"] for check in report.target_checks(results)}
+    assert checks["learned vs best baseline, rho 0.5"] == "+0.0200"
+    assert "| accuracy | random | truncation | attention |\n" in report.table(results)
+    results["accuracy"]["rho=0.5"]["cls_attention"] = cell(0.85)
+    checks = {check["target"]: check["shown"] for check in report.target_checks(results)}
+    assert checks["learned vs best baseline, rho 0.5"] == "-0.0300"
+    table = report.table(results)
+    assert "| accuracy | random | truncation | attention | cls_attention |\n" in table
+    assert "| 0.8200 | 0.7000 | 0.7500 | 0.8000 | 0.8500 |\n" in table
 
 
 def test_jsonl_reviews_with_unicode_line_separators_load_whole(tmp_path, monkeypatch):

@@ -8,7 +8,12 @@ keeps exactly as many tokens per layer as the learned gates would, and only *whi
 * ``truncation``: keep the first tokens;
 * ``attention``: the PoWER-BERT / LTP importance, the attention a token receives in the previous layer,
   summed over heads and (real) queries. Needs eager attention; a gate before layer 0 has no previous
-  layer and falls back to truncation.
+  layer and falls back to truncation;
+* ``cls_attention``: EViT's importance (Liang et al., 2022), the attention the first token ([CLS] / ``<s>``,
+  the one the classification head reads) pays each token in the layer the gate feeds, averaged over heads.
+  It projects the gate's input with that layer's own query and key weights (the first token's query and
+  every token's key: about a twelfth of the layer's matrix work), needs no attention probabilities, so it
+  runs under any attention implementation, and it ranks at every gate, the one before layer 0 included.
 
 Use them on a fine-tuned dense model converted to retention::
 
@@ -27,7 +32,7 @@ import torch
 from torch import nn
 
 
-BASELINES = ("random", "truncation", "attention")
+BASELINES = ("random", "truncation", "attention", "cls_attention")
 # Every baseline scorer takes the gates' call, query_mask included, and ranks without the query: what it stands
 # in for may be a query-aware gate.
 
@@ -72,6 +77,26 @@ class AttentionScorer(nn.Module):
         return (self.captured * queries).sum(dim=(1, 2)).float()
 
 
+class ClsAttentionScorer(nn.Module):
+    """The attention the first token would pay each live token in the layer this gate feeds, mean over heads."""
+
+    def __init__(self, attention: nn.Module):
+        super().__init__()
+        self.attention = (attention,)  # a tuple: the layer's weights, not a submodule of the baseline
+
+    def forward(
+        self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        (attention,) = self.attention
+        batch, slots, _ = hidden_states.shape
+        heads, size = attention.num_attention_heads, attention.attention_head_size
+        query = attention.query(hidden_states[:, :1]).view(batch, heads, size)
+        keys = attention.key(hidden_states).view(batch, slots, heads, size)
+        logits = torch.einsum("bhd,bshd->bhs", query, keys).float() * attention.scaling
+        logits = logits.masked_fill(~alive.bool().unsqueeze(1), torch.finfo(logits.dtype).min)
+        return logits.softmax(dim=-1).mean(dim=1)
+
+
 def _baseline_scorers(model: nn.Module, name: str, seed: int) -> dict[str, nn.Module]:
     encoder = model.base_model.encoder
     if name == "attention" and model.config._attn_implementation != "eager":
@@ -83,6 +108,8 @@ def _baseline_scorers(model: nn.Module, name: str, seed: int) -> dict[str, nn.Mo
         layer = int(key)
         if name == "random":
             scorers[key] = RandomScorer(seed + layer)
+        elif name == "cls_attention":
+            scorers[key] = ClsAttentionScorer(encoder.layer[layer].attention.self)
         elif name == "truncation" or layer == 0:
             scorers[key] = TruncationScorer()
         else:

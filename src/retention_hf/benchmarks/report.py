@@ -6,6 +6,8 @@ from pathlib import Path
 
 import matplotlib
 
+from retention_hf.baselines import BASELINES
+
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -13,6 +15,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def _ratios(results: dict) -> list[float]:
     return sorted((float(r) for r in results["schedules"]), reverse=True)
+
+
+def _baselines(accuracy: dict) -> list[str]:
+    """The baselines measured in these results, in BASELINES order (older results lack the newer ones)."""
+    measured = {name for row in accuracy.values() if isinstance(row, dict) for name in row}
+    return [name for name in BASELINES if name in measured]
+
+
+def _best_baseline(row: dict) -> float:
+    return max(row[name]["accuracy"] for name in BASELINES if name in row)
 
 
 def _any_budgets(results: dict) -> list[float]:
@@ -83,8 +95,7 @@ def target_checks(results: dict) -> list[dict[str, object]]:
                 )
         for ratio in _ratios(results):
             row = accuracy[f"rho={ratio}"]
-            best = max(row[name]["accuracy"] for name in ("random", "truncation", "attention"))
-            margin = row["learned"]["accuracy"] - best
+            margin = row["learned"]["accuracy"] - _best_baseline(row)
             check(f"learned vs best baseline, rho {ratio}", "> 0", margin, margin > 0, f"{margin:+.4f}")
         any_checks(accuracy, _any_budgets(results), check)
     return checks
@@ -116,9 +127,7 @@ def any_checks(accuracy: dict, budgets: list[float], check) -> None:
     if budgets:
         ratio = min(budgets)
         row = accuracy[f"any rho={ratio}"]
-        margin = row["learned"]["accuracy"] - max(
-            row[name]["accuracy"] for name in ("random", "truncation", "attention")
-        )
+        margin = row["learned"]["accuracy"] - _best_baseline(row)
         check(f"any-budget vs best baseline, rho {ratio}", "> 0", margin, margin > 0, f"{margin:+.4f}")
 
 
@@ -139,8 +148,9 @@ def table(results: dict) -> str:
     accuracy = results.get("accuracy", {})
     if memory:
         header.append("peak memory above model (MB)")
+    baselines = _baselines(accuracy)
     if accuracy:
-        header += ["accuracy", "random", "truncation", "attention"]
+        header += ["accuracy", *baselines]
     names = ["stock", "dense", "rho=1.0"] + [f"rho={r}" for r in _ratios(results)]
     names += [f"any rho={r}" for r in _any_budgets(results)]
     for name in names:
@@ -161,12 +171,12 @@ def table(results: dict) -> str:
             row.append(f"{memory[name]:.0f}" if name in memory else "")
         if accuracy:
             if name == "dense":
-                row += [f"{accuracy['dense']:.4f}", "", "", ""]
+                row += [f"{accuracy['dense']:.4f}"] + [""] * len(baselines)
             elif name in accuracy:
                 cells = accuracy[name]
-                row += [f"{cells[k]['accuracy']:.4f}" for k in ("learned", "random", "truncation", "attention")]
+                row += [f"{cells[k]['accuracy']:.4f}" if k in cells else "" for k in ("learned", *baselines)]
             else:
-                row += ["", "", "", ""]
+                row += [""] * (1 + len(baselines))
         rows.append(row)
     if speed:
         for ratio in _ratios(results):
@@ -214,7 +224,8 @@ def plots(results: dict, output: Path) -> list[Path]:
     accuracy = results.get("accuracy")
     if accuracy:
         figure, axis = plt.subplots(figsize=(5, 3.5))
-        for name, style in [("learned", "o-"), ("attention", "s--"), ("truncation", "^--"), ("random", "x:")]:
+        styles = {"cls_attention": "v--", "attention": "s--", "truncation": "^--", "random": "x:"}
+        for name, style in [("learned", "o-")] + [(name, styles[name]) for name in reversed(_baselines(accuracy))]:
             axis.plot(ratios, [accuracy[f"rho={r}"][name]["accuracy"] for r in ratios], style, label=name)
         budgets = _any_budgets(results)
         if budgets:

@@ -7,8 +7,8 @@ For one dataset it measures, in one run:
   counts, free scorer, no gather) and of stock transformers on the same weights, interleaved and
   repeated on the same dynamically padded batches (medians);
 * peak memory above the loaded model per configuration (a fresh child process each, see memory.py);
-* accuracy of the learned gates and of the random / truncation / attention baselines, which run on the
-  fine-tuned dense model with the learned model's budget and schedule (same kept counts).
+* accuracy of the learned gates and of the training-free baselines (random, truncation, attention,
+  cls_attention: see retention_hf.baselines), which run on the fine-tuned dense model with the learned model's budget and schedule (same kept counts).
 
     python -m retention_hf.benchmarks.run --dataset imdb --max_length 512 --dense runs/imdb-dense \\
         --learned 0.7=runs/imdb-r70 0.5=runs/imdb-r50 0.3=runs/imdb-r30 --output results/imdb
@@ -32,6 +32,7 @@ from transformers import AutoTokenizer
 from transformers.utils import logging
 
 import retention_hf
+from retention_hf.baselines import BASELINES
 
 from . import report
 from .accuracy import accuracy, copy_schedule
@@ -40,9 +41,6 @@ from .memory import measure as measure_memory
 from .models import load_at_budget, load_retention_model
 from .onnx_speed import onnx_table, onnx_target_checks, run_onnx_speed
 from .speed import IdealLimit, paired_overhead, stock_twin, time_configurations
-
-
-BASELINES = ("random", "truncation", "attention")
 
 
 def parse_learned(values: list[str]) -> dict[float, str]:
