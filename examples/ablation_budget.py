@@ -192,6 +192,13 @@ ROWS = {
     "topk-decay-budget-kd-gatelr": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--gate_learning_rate=1e-2"],
     # top-k from the first step with distillation for two epochs (does the encoder adapt further to the kept tokens?)
     "topk-decay-budget-kd-2ep": [*TOPK_DECAY_BUDGET, "--distillation_weight=0.5", "--num_train_epochs=2"],
+    # the default recipe whose gates start from, and learn to correct, the [CLS] token's attention ranking in the
+    # layer each gate feeds (EViT's importance; the harness's cls_attention baseline) instead of a blank scorer
+    "topk-decay-budget-kd-prior": [
+        *TOPK_DECAY_BUDGET,
+        "--distillation_weight=0.5",
+        "--retention_scorer_attention_prior=true",
+    ],
     # hybrid-geometric-budget with distillation from the dense model (logits, alpha 0.5, temperature 2)
     "hybrid-geometric-budget-kd": [*GEOMETRIC_BUDGET, "--distillation_weight=0.5"],
     # the same with the soft phase only as long as the budget warm-up (30 %): exact top-k from then on

@@ -18,8 +18,14 @@ drop (an untrained Hard-Concrete gate keeps nearly everything):
 
 Recipes: ``hard_concrete`` (masked relaxed gates, the paper's Eq. 6), ``hard_concrete_sparse`` (the same
 with ``exact_sparse_training``: tokens whose gate is exactly 0 are gathered out), ``topk`` (the scheduled
-top-k with straight-through scores: tokens are physically removed) and ``topk_distillation`` (``topk``
-plus a forward pass of the dense teacher).
+top-k with straight-through scores: tokens are physically removed), ``topk_distillation`` (``topk``
+plus a forward pass of the dense teacher) and ``topk_distillation_any`` (the any-budget recipe,
+``retention_ratio_range``: ``topk_distillation`` with every example's budget drawn uniformly from
+``--budget_range``, the same draws for every repeat)::
+
+    python examples/benchmark_training.py --dense runs/bench-sst2/dense \
+        --recipe topk_distillation=runs/bench-sst2/rho0.5 --recipe topk_distillation_any=runs/bench-sst2/any \
+        --budget_range 0.2 1.0 --dataset sst2 --max_length 128 --batch_size 32
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ TEXTS = {
     "imdb": REPO.parent / "shared/data/imdb/sample_train.jsonl",
     "sst2": REPO / "data/sst2/train_8k.tsv",
 }
-RECIPES = ("hard_concrete", "hard_concrete_sparse", "topk", "topk_distillation")
+RECIPES = ("hard_concrete", "hard_concrete_sparse", "topk", "topk_distillation", "topk_distillation_any")
 
 
 def read_texts(dataset: str, count: int) -> tuple[list[str], list[int]]:
@@ -67,14 +73,18 @@ class Step:
             config.retention_sparse_training = name == "hard_concrete_sparse"
             config.retention_train_with_topk = name.startswith("topk")
             config.retention_topk_straight_through = name.startswith("topk")
-        self.teacher = teacher if name == "topk_distillation" else None
+        self.teacher = teacher if name.startswith("topk_distillation") else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-8)  # tiny: the weights barely move
 
-    def __call__(self, batch: dict[str, torch.Tensor], seed: int) -> tuple[float, float]:
+    def __call__(
+        self, batch: dict[str, torch.Tensor], seed: int, budgets: list[float] | None = None
+    ) -> tuple[float, float]:
+        """Time one step; ``budgets`` (one per example) is what the any-budget recipe trains at."""
         torch.manual_seed(seed)  # the same gate noise for every recipe
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        outputs = self.model(**batch)
+        per_call = {"retention_ratio": budgets} if self.name == "topk_distillation_any" else {}
+        outputs = self.model(**batch, **per_call)
         loss = outputs.loss
         if outputs.get("expected_keep_ratio") is not None:
             loss = loss + outputs.expected_keep_ratio.mean()  # the budget penalty's graph
@@ -99,6 +109,14 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=6, help="distinct batches, each timed in every repeat")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--budget_range",
+        nargs=2,
+        type=float,
+        default=[0.2, 1.0],
+        metavar=("LOW", "HIGH"),
+        help="topk_distillation_any: the range every example's budget is drawn from (uniform, seeded per batch)",
+    )
     parser.add_argument("--output", default=None, help="write the table (markdown) and figures (json) here")
     args = parser.parse_args()
     logging.set_verbosity_error()
@@ -124,15 +142,20 @@ def main() -> None:
         batch["labels"] = torch.tensor(labels[i : i + args.batch_size])
         batches.append(batch)
 
+    low, high = args.budget_range
+    draws = [  # the any-budget recipe's per-example budgets: uniform in the range, as after RetentionTrainer's warm-up
+        (low + (high - low) * torch.rand(len(batch["labels"]), generator=torch.Generator().manual_seed(i))).tolist()
+        for i, batch in enumerate(batches)
+    ]
     for index, batch in enumerate(batches[:2]):  # warm-up
         for step in steps:
-            step(batch, index)
+            step(batch, index, draws[index])
     times: dict[str, list[float]] = {step.name: [] for step in steps}
     keeps: dict[str, list[float]] = {step.name: [] for step in steps}
     for _ in range(args.repeats):
         for index, batch in enumerate(batches):
             for step in steps:
-                elapsed, keep = step(batch, index)
+                elapsed, keep = step(batch, index, draws[index])
                 times[step.name].append(elapsed)
                 keeps[step.name].append(keep)
 
@@ -160,6 +183,7 @@ def main() -> None:
             [f"--dense {args.dense}", *(f"--recipe {entry}" for entry in args.recipe)]
             + [f"--dataset {args.dataset} --max_length {args.max_length} --batch_size {args.batch_size}"]
             + [f"--batches {args.batches} --repeats {args.repeats} --output {args.output}"]
+            + ([f"--budget_range {low} {high}"] if any(name == "topk_distillation_any" for name, _ in recipes) else [])
         )
         (output / "training_cost.md").write_text(f"Command: `{command}`\n\n{table}\n")
         (output / "training_cost.json").write_text(json.dumps({"setup": header, "recipes": figures}, indent=2) + "\n")

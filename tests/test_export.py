@@ -63,7 +63,7 @@ def exports(tmp_path_factory):
     cache = {}
 
     def export(family, model_class, budget: float, **overrides):
-        key = (family.name, model_class.__name__, budget)
+        key = (family.name, model_class.__name__, budget, repr(sorted(overrides.items())))
         if key not in cache:
             model = spread_gates(model_class(family.config(retention_ratio=budget, **overrides)))
             cache[key] = model, to_onnx(model, tmp_path_factory.mktemp("onnx"))
@@ -84,6 +84,15 @@ def test_bert_classifier_parity(exports, budget):
         assert (kept == lengths[:, None]).all()
     else:  # tokens really are dropped in the graph: 30 tokens keep 30 * 0.3 * 4 layers = 36 token-layers
         assert kept[0].sum() == 36 and (kept[:, -1] < lengths).all()
+
+
+def test_gates_with_the_attention_prior_export(tmp_path):
+    """The prior (the first token's attention from the next layer's query/key weights) is part of the graph."""
+    config = BERT.config(retention_ratio=0.3, retention_scorer_attention_prior=True)
+    model = spread_gates(rh.RetentionBertForSequenceClassification(config))
+    for gate in model.base_model.encoder.gates.values():
+        torch.nn.init.constant_(gate.attention_prior_scale, 2.0)  # the prior ranks together with the scorer's term
+    assert_parity(model, to_onnx(model, tmp_path), BERT)
 
 
 def test_roberta_classifier_parity_without_token_types(exports):

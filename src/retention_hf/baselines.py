@@ -12,7 +12,8 @@ keeps exactly as many tokens per layer as the learned gates would, and only *whi
 * ``cls_attention``: EViT's importance (Liang et al., 2022), the attention the first token ([CLS] / ``<s>``,
   the one the classification head reads) pays each token in the layer the gate feeds, averaged over heads.
   It projects the gate's input with that layer's own query and key weights (the first token's query and
-  every token's key: about a twelfth of the layer's matrix work), needs no attention probabilities, so it
+  every token's key: about a twelfth of that layer's work on the gate's input tokens, more against the shorter
+  layer that follows), needs no attention probabilities, so it
   runs under any attention implementation, and it ranks at every gate, the one before layer 0 included.
 
 Use them on a fine-tuned dense model converted to retention::
@@ -30,6 +31,8 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+
+from .gates import first_token_attention
 
 
 BASELINES = ("random", "truncation", "attention", "cls_attention")
@@ -88,13 +91,9 @@ class ClsAttentionScorer(nn.Module):
         self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         (attention,) = self.attention
-        batch, slots, _ = hidden_states.shape
-        heads, size = attention.num_attention_heads, attention.attention_head_size
-        query = attention.query(hidden_states[:, :1]).view(batch, heads, size)
-        keys = attention.key(hidden_states).view(batch, slots, heads, size)
-        logits = torch.einsum("bhd,bshd->bhs", query, keys).float() * attention.scaling
-        logits = logits.masked_fill(~alive.bool().unsqueeze(1), torch.finfo(logits.dtype).min)
-        return logits.softmax(dim=-1).mean(dim=1)
+        return first_token_attention(
+            hidden_states, alive, attention.query, attention.key, attention.num_attention_heads, attention.scaling
+        )
 
 
 def _baseline_scorers(model: nn.Module, name: str, seed: int) -> dict[str, nn.Module]:

@@ -198,6 +198,15 @@ class RetentionConfig:
             ``retention_protect_first_segment``, the question of a QA input, with [CLS] and the separator), so a
             context token is scored with the question in view: ``s_t = v^T tanh(W h_t + U m_{t-1} + Q q) + b``.
             Adds one ``hidden -> width`` projection per gate (``query_proj``).
+        retention_scorer_attention_prior: Every gate's score adds ``w * log a_t``, where ``a_t`` is the attention
+            the first token ([CLS] / ``<s>``) pays token ``t`` in the layer the gate feeds (EViT's importance, the
+            ``cls_attention`` baseline), computed from that layer's own query and key weights without gradient, and
+            ``w`` is a learned scale per gate (``attention_prior_scale``, starting at 1). With the scorer's small
+            initial output, training starts from the ``cls_attention`` selection and learns to correct it.
+            ``log a_t`` is centred over each row's tokens, so the scale learns the ranking, not the overall
+            keep level. Costs every token's key projection once more per gate. Top-k selection only:
+            threshold selection and Hard-Concrete training read the score as a probability, which the prior
+            would shift, and refuse it.
         retention_gate_init_bias: Initial bias of the scorer output. A positive bias starts training
             near keep-all, so the budget, not the initialisation, decides what is dropped.
         hard_concrete_beta / hard_concrete_gamma / hard_concrete_zeta: Hard-Concrete temperature and
@@ -273,6 +282,7 @@ class RetentionConfig:
     retention_scorer_decay: float | int = validated_field(_check_decay, default=0.9)
     retention_scorer_hidden_size: int | None = validated_field(_check_scorer_hidden_size, default=None)
     retention_scorer_query: bool = False
+    retention_scorer_attention_prior: bool = False
     retention_gate_init_bias: float | int = validated_field(_check_gate_bias, default=3.0)
     hard_concrete_beta: float | int = validated_field(_check_beta, default=0.66)
     hard_concrete_gamma: float | int = validated_field(_check_gamma, default=-0.1)
@@ -357,6 +367,11 @@ class RetentionConfig:
             raise ValueError(
                 "retention_sparse_training needs retention_gate_sampling='hard_concrete': sigmoid gates are never "
                 "exactly zero, so no token could be removed"
+            )
+        if self.retention_scorer_attention_prior and self.retention_inference_selection == "threshold":
+            raise ValueError(
+                "retention_scorer_attention_prior needs retention_inference_selection='topk': threshold selection reads "
+                "the score as a keep probability, which the attention prior would shift"
             )
         if self.retention_learned_schedule is not None and len(self.retention_learned_schedule) != num_layers:
             raise ValueError(

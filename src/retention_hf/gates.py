@@ -57,6 +57,29 @@ def pooled_query(hidden_states: torch.Tensor, query_mask: torch.Tensor) -> torch
     return (hidden_states * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
+def first_token_attention(
+    hidden_states: torch.Tensor,
+    alive: torch.Tensor,
+    query_proj: nn.Module,
+    key_proj: nn.Module,
+    num_heads: int,
+    scaling: float,
+) -> torch.Tensor:
+    """``(batch, seq)`` float32: the attention the first slot ([CLS] / ``<s>``) pays every alive slot in a layer
+    with these query and key projections, averaged over heads; dead slots get 0.
+
+    EViT's token importance (Liang et al., 2022): the first token is the one a classification head reads, so the
+    tokens it attends to are the ones the prediction uses. Costs the first slot's query and every slot's key (the dot
+    products in float32).
+    """
+    batch, slots, _ = hidden_states.shape
+    query = query_proj(hidden_states[:, :1]).view(batch, num_heads, -1).float()
+    keys = key_proj(hidden_states).view(batch, slots, num_heads, -1).float()
+    logits = torch.einsum("bhd,bshd->bhs", query, keys) * scaling
+    logits = logits.masked_fill(~alive.bool().unsqueeze(1), torch.finfo(logits.dtype).min)
+    return logits.softmax(dim=-1).mean(dim=1)
+
+
 class QueryTerm(nn.Module):
     """``Q q``: the projection of the pooled query (``retention_scorer_query``) that every token's score adds."""
 
@@ -79,10 +102,20 @@ class ContextScorer(nn.Module):
     of a token is the same whether the dead tokens are masked (training) or physically removed
     (inference). Because ``U`` is linear, ``U m_{t-1}`` is the same scan applied to ``U h``, which keeps
     the scan in the scorer's small width.
+
+    With ``attention_prior`` the scorer holds ``attention_prior_scale`` (learned, starting at 1), and the encoder,
+    which owns the layer weights, adds ``attention_prior_scale * log a_t`` to its score, ``a_t`` being
+    :func:`first_token_attention` in the layer the gate feeds (``retention_scorer_attention_prior``).
     """
 
     def __init__(
-        self, hidden_size: int, scorer_size: int, decay: float, max_length: int | None = None, query: bool = False
+        self,
+        hidden_size: int,
+        scorer_size: int,
+        decay: float,
+        max_length: int | None = None,
+        query: bool = False,
+        attention_prior: bool = False,
     ):
         super().__init__()
         self.decay = float(decay)
@@ -92,6 +125,7 @@ class ContextScorer(nn.Module):
         self.query = QueryTerm(hidden_size, scorer_size) if query else None  # Q
         self.v = nn.Parameter(torch.zeros(scorer_size))
         self.b = nn.Parameter(torch.zeros(()))
+        self.attention_prior_scale = nn.Parameter(torch.ones(())) if attention_prior else None
 
     def forward(
         self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
@@ -125,9 +159,15 @@ class BidirectionalContextScorer(ContextScorer):
     """
 
     def __init__(
-        self, hidden_size: int, scorer_size: int, decay: float, max_length: int | None = None, query: bool = False
+        self,
+        hidden_size: int,
+        scorer_size: int,
+        decay: float,
+        max_length: int | None = None,
+        query: bool = False,
+        attention_prior: bool = False,
     ):
-        super().__init__(hidden_size, scorer_size, decay, max_length, query)
+        super().__init__(hidden_size, scorer_size, decay, max_length, query, attention_prior)
         self.backward_context_proj = nn.Linear(hidden_size, scorer_size, bias=False)  # U'
 
     def _extra_context(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -138,12 +178,13 @@ class BidirectionalContextScorer(ContextScorer):
 class MLPScorer(nn.Module):
     """The token-wise scorer drawn in the paper's Figure 1: ``d -> k -> 1`` with a ReLU."""
 
-    def __init__(self, hidden_size: int, scorer_size: int, query: bool = False):
+    def __init__(self, hidden_size: int, scorer_size: int, query: bool = False, attention_prior: bool = False):
         super().__init__()
         self.token_proj = nn.Linear(hidden_size, scorer_size)
         self.query = QueryTerm(hidden_size, scorer_size) if query else None
         self.v = nn.Parameter(torch.zeros(scorer_size))
         self.b = nn.Parameter(torch.zeros(()))
+        self.attention_prior_scale = nn.Parameter(torch.ones(())) if attention_prior else None
 
     def forward(
         self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None

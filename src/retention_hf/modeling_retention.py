@@ -51,6 +51,7 @@ from .gates import (
     ContextScorer,
     MLPScorer,
     alive_first,
+    first_token_attention,
     gather_slots,
     gumbel_noise,
     hard_concrete_sample,
@@ -145,6 +146,10 @@ class _EncoderResult:
 
 
 # ---------------------------------------------------------------------------------------------- encoder
+LEARNED_SCORERS = (ContextScorer, MLPScorer)  # BidirectionalContextScorer is a ContextScorer
+ATTENTION_PRIOR_FLOOR = 1e-6  # log a_t of a token nobody attends to: finite, so the ranking stays defined
+
+
 def build_scorer(config: RetentionConfig) -> nn.Module:
     if config.retention_scorer in ("context", "bidirectional"):
         scorer_class = ContextScorer if config.retention_scorer == "context" else BidirectionalContextScorer
@@ -154,8 +159,14 @@ def build_scorer(config: RetentionConfig) -> nn.Module:
             config.retention_scorer_decay,
             max_length=config.max_position_embeddings,
             query=config.retention_scorer_query,
+            attention_prior=config.retention_scorer_attention_prior,
         )
-    return MLPScorer(config.hidden_size, config.retention_scorer_width, query=config.retention_scorer_query)
+    return MLPScorer(
+        config.hidden_size,
+        config.retention_scorer_width,
+        query=config.retention_scorer_query,
+        attention_prior=config.retention_scorer_attention_prior,
+    )
 
 
 def additive_key_mask(gate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -246,6 +257,16 @@ class RetentionEncoder(nn.Module):
                 f"retention_ratio={retention_ratio} was given, but {mode} does not select by a budget: the call "
                 "would ignore it (per-call budgets work with top-k selection, at inference and in top-k training)"
             )
+        if config.retention_scorer_attention_prior and (
+            (self.training and not config.retention_train_with_topk)
+            or (not self.training and config.retention_inference_selection == "threshold")
+        ):
+            mode = "Hard-Concrete training" if self.training else "threshold selection"
+            raise ValueError(
+                f"retention_scorer_attention_prior works with top-k selection only: {mode} reads the score as a keep "
+                "probability, which the prior would shift (train with retention_train_with_topk, as "
+                "RetentionTrainer's selection_training='topk' does)"
+            )
         if self.training and not self.config.retention_train_with_topk:
             return self._soft_forward(hidden_states, attention_mask, protected, restore_dropped_tokens, **kwargs)
         return self._compact_forward(
@@ -264,9 +285,40 @@ class RetentionEncoder(nn.Module):
         """The logits of the gate before layer ``index``; a query-aware scorer also gets the query tokens' mask (any
         other scorer, such as the training-free baselines that stand in for the gates, keeps the two-argument call)."""
         gate = self.gates[str(index)]
-        if self.config.retention_scorer_query:
-            return gate(hidden_states, alive, query_mask)
-        return gate(hidden_states, alive)
+        scores = (
+            gate(hidden_states, alive, query_mask) if self.config.retention_scorer_query else gate(hidden_states, alive)
+        )
+        scale = getattr(gate, "attention_prior_scale", None)
+        if not isinstance(gate, LEARNED_SCORERS):  # a training-free baseline standing in for the gate ranks alone
+            return scores
+        if self.config.retention_scorer_attention_prior != (scale is not None):
+            built = "with" if scale is not None else "without"
+            raise ValueError(
+                f"retention_scorer_attention_prior={self.config.retention_scorer_attention_prior}, but this model's "
+                f"gates were built {built} the prior's scale; rebuild the model (from_pretrained with the option) to "
+                "change it"
+            )
+        if scale is None:
+            return scores
+        return scores + scale.float() * self._log_attention_prior(index, hidden_states, alive)
+
+    def _log_attention_prior(self, index: int, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """``log a_t`` centred over each row's alive tokens: the first token's attention in layer ``index`` (its own
+        weights), a fixed input to the gate.
+
+        No gradient flows through it: the selection's gradient trains the scorer and its scale, not the layer's
+        attention. Centring leaves every row's ranking as it is, and keeps the row mean (about ``-log n``) out of the
+        scale's gradient: without it, the push to keep more or fewer tokens overall, which the scorer's bias already
+        takes, would move the scale with the sequence length."""
+        attention = self.layer[index].attention.self
+        with torch.no_grad():
+            received = first_token_attention(
+                hidden_states, alive, attention.query, attention.key, attention.num_attention_heads, attention.scaling
+            )
+            log_received = torch.log(received.clamp_min(ATTENTION_PRIOR_FLOOR))
+            weights = alive.to(log_received.dtype)
+            mean = (log_received * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+            return (log_received - mean) * weights
 
     def _check_training_attention(self, what: str = "Training with retention applies the gates") -> None:
         if self.config._attn_implementation not in ("eager", "sdpa"):
@@ -570,9 +622,11 @@ class RetentionPreTrainedMixin:
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # type: ignore[misc]
-        if isinstance(module, (ContextScorer, MLPScorer)):
+        if isinstance(module, LEARNED_SCORERS):
             init.normal_(module.v, mean=0.0, std=self.config.initializer_range)
             init.constant_(module.b, self.config.retention_gate_init_bias)
+            if module.attention_prior_scale is not None:  # the gate starts as the first token's attention ranking
+                init.constant_(module.attention_prior_scale, 1.0)
 
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
         """Save as usual, plus the model card (``README.md``); when registered for an auto class,

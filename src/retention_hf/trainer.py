@@ -151,6 +151,11 @@ class RetentionTrainer(Trainer):
                 "training measures, and the model has none: top-k training would run the uniform fallback. Use "
                 "retention_schedule='decay' (or another schedule), or selection_training='hard_concrete'"
             )
+        if config.retention_scorer_attention_prior and not self.selects_by_topk:
+            raise ValueError(
+                "retention_scorer_attention_prior needs selection_training='topk': Hard-Concrete gates read the score "
+                "as a keep probability, which the attention prior would shift"
+            )
         config.retention_train_with_topk = False
         config.retention_topk_straight_through = args.topk_straight_through
         config.retention_topk_noise = args.topk_noise

@@ -24,7 +24,8 @@ def _baselines(accuracy: dict) -> list[str]:
 
 
 def _best_baseline(row: dict) -> float:
-    return max(row[name]["accuracy"] for name in BASELINES if name in row)
+    """The best baseline accuracy of a row (-inf for a row with none, which any model beats)."""
+    return max((row[name]["accuracy"] for name in BASELINES if name in row), default=float("-inf"))
 
 
 def _any_budgets(results: dict) -> list[float]:
@@ -225,8 +226,10 @@ def plots(results: dict, output: Path) -> list[Path]:
     if accuracy:
         figure, axis = plt.subplots(figsize=(5, 3.5))
         styles = {"cls_attention": "v--", "attention": "s--", "truncation": "^--", "random": "x:"}
-        for name, style in [("learned", "o-")] + [(name, styles[name]) for name in reversed(_baselines(accuracy))]:
-            axis.plot(ratios, [accuracy[f"rho={r}"][name]["accuracy"] for r in ratios], style, label=name)
+        for name in ["learned", *reversed(_baselines(accuracy))]:
+            measured = [r for r in ratios if name in accuracy[f"rho={r}"]]  # a row may predate a baseline
+            values = [accuracy[f"rho={r}"][name]["accuracy"] for r in measured]
+            axis.plot(measured, values, "o-" if name == "learned" else styles.get(name, "--"), label=name)
         budgets = _any_budgets(results)
         if budgets:
             one = [accuracy[f"any rho={r}"]["learned"]["accuracy"] for r in budgets]

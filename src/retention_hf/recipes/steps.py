@@ -74,6 +74,10 @@ class ModelArguments:
         default=None,
         metadata={"help": "Query-aware gates: the scorers also read the mean of the protected tokens (the question)."},
     )
+    retention_scorer_attention_prior: bool | None = field(
+        default=None,
+        metadata={"help": "Gates start from, and learn to correct, the [CLS] token's attention ranking (top-k only)."},
+    )
 
 
 RETENTION_OVERRIDES = (
@@ -87,6 +91,7 @@ RETENTION_OVERRIDES = (
     "retention_budget_gradient",
     "retention_merge_dropped",
     "retention_scorer_query",
+    "retention_scorer_attention_prior",
 )
 
 
