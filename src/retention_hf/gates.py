@@ -158,16 +158,9 @@ class BidirectionalContextScorer(ContextScorer):
     every token sees context on both sides. Dead tokens are skipped exactly as in :class:`ContextScorer`.
     """
 
-    def __init__(
-        self,
-        hidden_size: int,
-        scorer_size: int,
-        decay: float,
-        max_length: int | None = None,
-        query: bool = False,
-        attention_prior: bool = False,
-    ):
-        super().__init__(hidden_size, scorer_size, decay, max_length, query, attention_prior)
+    def __init__(self, hidden_size: int, scorer_size: int, *args, **kwargs):
+        """Takes :class:`ContextScorer`'s arguments."""
+        super().__init__(hidden_size, scorer_size, *args, **kwargs)
         self.backward_context_proj = nn.Linear(hidden_size, scorer_size, bias=False)  # U'
 
     def _extra_context(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
