@@ -16,6 +16,8 @@ For one checkpoint, at one budget, every row scores the same sentences with the 
   rises): which layer's drop costs the most?
 * the learned scores under other schedules at the same budget (uniform, geometric): does the split of
   the budget over layers matter?
+* retention off against the learned selection within each quarter of the sentences by token count: is the
+  loss confined to short inputs (where a per-example floor of kept tokens would be a cheap fix) or spread?
 
     python examples/diagnose_budget.py --checkpoint runs/ablation/hybrid-geometric-r0.3-s0 \\
         --validation_file runs/ablation/data/sst2_train_carve_2k.tsv --output results/ablation/diagnosis_r0.3.json
@@ -130,6 +132,25 @@ def score(model, batches, before: Callable | None = None) -> dict[str, float]:
     return {"accuracy": correct / total, "keep_ratio": kept / total}
 
 
+@torch.no_grad()
+def accuracy_by_length(model, batches, quarters: int = 4) -> dict[str, dict[str, float]]:
+    """Retention off and the learned selection, each quarter of the sentences (by token count) on its own."""
+    lengths, correct = [], {"retention off": [], "learned selection": []}
+    for batch, labels in batches:
+        lengths.append(batch["attention_mask"].sum(dim=1))
+        for name in correct:
+            model.config.retention_enabled = name == "learned selection"
+            correct[name].append(model(**batch).logits.argmax(dim=-1) == labels)
+    model.config.retention_enabled = True
+    lengths = torch.cat(lengths)
+    order = lengths.argsort(stable=True)
+    rows = {}
+    for part in order.tensor_split(quarters):
+        span = f"{lengths[part].min().item()}-{lengths[part].max().item()} tokens ({len(part)} sentences)"
+        rows[span] = {name: torch.cat(hits)[part].float().mean().item() for name, hits in correct.items()}
+    return rows
+
+
 def explicit(model, schedule: list[float]) -> None:
     """Run ``model`` with this per-layer schedule (its mean becomes the budget)."""
     model.config.retention_ratio = sum(schedule) / len(schedule)
@@ -178,13 +199,18 @@ def main() -> None:
         model.config.retention_ratio, model.config.retention_schedule = budget, name
         results[f"{name} schedule"] = score(model, batches)
     model.config.retention_schedule = trained
+    by_length = accuracy_by_length(model, batches)
 
     print(f"{args.checkpoint} at rho {budget} on {len(rows)} sentences (schedule {[round(r, 3) for r in schedule]})")
     print("| row | accuracy | keep ratio |\n| --- | --- | --- |")
     for name, row in results.items():
         print(f"| {name} | {row['accuracy']:.4f} | {row['keep_ratio']:.3f} |")
+    print("\n| quarter by length | retention off | learned selection |\n| --- | --- | --- |")
+    for span, row in by_length.items():
+        print(f"| {span} | {row['retention off']:.4f} | {row['learned selection']:.4f} |")
     if args.output:
         payload = {"checkpoint": args.checkpoint, "budget": budget, "schedule": schedule, "rows": results}
+        payload["by_length"] = by_length
         Path(args.output).write_text(json.dumps(payload, indent=2) + "\n")
 
 
