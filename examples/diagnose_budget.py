@@ -119,35 +119,36 @@ def score_with_oracle(model, batches, importance: Callable) -> dict[str, float]:
 
 
 @torch.no_grad()
-def score(model, batches, before: Callable | None = None) -> dict[str, float]:
-    """Accuracy and realised keep ratio (example mean) over the batches; ``before(batch)`` runs before each."""
+def score(model, batches, before: Callable | None = None, hits: list | None = None) -> dict[str, float]:
+    """Accuracy and realised keep ratio (example mean) over the batches; ``before(batch)`` runs before each.
+
+    ``hits``, when given, receives one boolean tensor per batch (which examples were right), so a breakdown
+    by length reuses this pass instead of running the model again.
+    """
     correct = kept = total = 0
     for batch, labels in batches:
         if before is not None:
             before(batch)
         outputs = model(**batch)
-        correct += (outputs.logits.argmax(dim=-1) == labels).sum().item()
+        right = outputs.logits.argmax(dim=-1) == labels
+        if hits is not None:
+            hits.append(right)
+        correct += right.sum().item()
         kept += outputs.keep_ratio.sum().item()
         total += len(labels)
     return {"accuracy": correct / total, "keep_ratio": kept / total}
 
 
-@torch.no_grad()
-def accuracy_by_length(model, batches, quarters: int = 4) -> dict[str, dict[str, float]]:
-    """Retention off and the learned selection, each quarter of the sentences (by token count) on its own."""
-    lengths, correct = [], {"retention off": [], "learned selection": []}
-    for batch, labels in batches:
-        lengths.append(batch["attention_mask"].sum(dim=1))
-        for name in correct:
-            model.config.retention_enabled = name == "learned selection"
-            correct[name].append(model(**batch).logits.argmax(dim=-1) == labels)
-    model.config.retention_enabled = True
-    lengths = torch.cat(lengths)
+def accuracy_by_length(
+    lengths: torch.Tensor, hits: dict[str, torch.Tensor], quarters: int = 4
+) -> dict[str, dict[str, float]]:
+    """Accuracy of each selection (``hits``: name -> per-example correctness) per quarter of the sentences by
+    token count (``lengths``), shortest first."""
     order = lengths.argsort(stable=True)
     rows = {}
     for part in order.tensor_split(quarters):
         span = f"{lengths[part].min().item()}-{lengths[part].max().item()} tokens ({len(part)} sentences)"
-        rows[span] = {name: torch.cat(hits)[part].float().mean().item() for name, hits in correct.items()}
+        rows[span] = {name: right[part].float().mean().item() for name, right in hits.items()}
     return rows
 
 
@@ -181,10 +182,11 @@ def main() -> None:
     model.config.retention_ratio = budget
     schedule = model.config.retention_layer_ratios()
     results: dict[str, dict[str, float]] = {}
+    hits: dict[str, list[torch.Tensor]] = {"retention off": [], "learned selection": []}
     model.config.retention_enabled = False
-    results["retention off"] = score(model, batches)
+    results["retention off"] = score(model, batches, hits=hits["retention off"])
     model.config.retention_enabled = True
-    results["learned selection"] = score(model, batches)
+    results["learned selection"] = score(model, batches, hits=hits["learned selection"])
     with baseline_selection(model, "attention"):
         results["attention received, same counts"] = score(model, batches)
     results["oracle: attention rollout of the same weights, same counts"] = score_with_oracle(
@@ -199,7 +201,8 @@ def main() -> None:
         model.config.retention_ratio, model.config.retention_schedule = budget, name
         results[f"{name} schedule"] = score(model, batches)
     model.config.retention_schedule = trained
-    by_length = accuracy_by_length(model, batches)
+    lengths = torch.cat([batch["attention_mask"].sum(dim=1) for batch, _ in batches])
+    by_length = accuracy_by_length(lengths, {name: torch.cat(right) for name, right in hits.items()})
 
     print(f"{args.checkpoint} at rho {budget} on {len(rows)} sentences (schedule {[round(r, 3) for r in schedule]})")
     print("| row | accuracy | keep ratio |\n| --- | --- | --- |")

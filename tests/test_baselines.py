@@ -136,3 +136,29 @@ def test_the_diagnosis_oracle_ranks_by_a_fixed_importance_at_every_gate(family):
             assert positions[row][positions[row] >= 0].tolist() == kept
             previous[row] = kept
     assert type(model.base_model.encoder.gates["0"]).__name__ != "OracleScorer", "the learned gates are back"
+
+
+def test_the_diagnosis_breaks_accuracy_down_by_length_from_the_hits_of_one_pass(family):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from diagnose_budget import accuracy_by_length, score
+
+    model = make_model(family, task="sequence", retention_ratio=0.5, num_labels=2)
+    inputs = family.inputs([20, 13, 7, 3], seq_len=20)
+    labels = torch.tensor([0, 1, 1, 0])
+    hits: list[torch.Tensor] = []
+    row = score(model, [(inputs, labels)], hits=hits)
+    (right,) = hits
+    assert right.tolist() == (model(**inputs).logits.argmax(dim=-1) == labels).tolist()
+    assert row["accuracy"] == right.float().mean().item()
+
+    lengths = torch.tensor([20, 13, 7, 3, 9, 15, 2, 11])
+    correct = torch.tensor([True, False, True, True, False, True, False, True])
+    rows = accuracy_by_length(lengths, {"learned": correct, "off": torch.ones(8, dtype=torch.bool)}, quarters=2)
+    # shortest half: lengths 2, 3, 7, 9 -> right False, True, True, False
+    assert rows == {
+        "2-9 tokens (4 sentences)": {"learned": 0.5, "off": 1.0},
+        "11-20 tokens (4 sentences)": {"learned": 0.75, "off": 1.0},
+    }
