@@ -16,11 +16,16 @@ For one checkpoint, at one budget, every row scores the same sentences with the 
   rises): which layer's drop costs the most?
 * the learned scores under other schedules at the same budget (uniform, geometric): does the split of
   the budget over layers matter?
+* the learned scores with one threshold per gate over the whole set, calibrated to the same tokens per layer in
+  total: a budget per set instead of per example (easy inputs may drop more, hard ones keep more);
 * retention off against the learned selection within each quarter of the sentences by token count: is the
   loss confined to short inputs (where a per-example floor of kept tokens would be a cheap fix) or spread?
 
     python examples/diagnose_budget.py --checkpoint runs/ablation/hybrid-geometric-r0.3-s0 \\
         --validation_file runs/ablation/data/sst2_train_carve_2k.tsv --output results/ablation/diagnosis_r0.3.json
+
+``--measure`` picks the rows besides retention off and the learned selection (each is one or more passes over
+the file; all by default), for example ``--measure dataset_budget`` for the per-set threshold row alone.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ from retention_hf import modeling_retention
 from retention_hf.baselines import baseline_selection
 from retention_hf.distillation import attention_rollout
 from retention_hf.gates import gather_slots
+
+
+MEASURES = ("dataset_budget", "baselines", "oracles", "gates", "schedules")
+DATASET_BUDGET = "learned scores, one threshold per gate over the set"
 
 
 class OracleScorer(nn.Module):
@@ -120,23 +129,27 @@ def score_with_oracle(model, batches, importance: Callable) -> dict[str, float]:
 
 @torch.no_grad()
 def score(model, batches, before: Callable | None = None, hits: list | None = None) -> dict[str, float]:
-    """Accuracy and realised keep ratio (example mean) over the batches; ``before(batch)`` runs before each.
+    """Accuracy, realised keep ratio (example mean) and the tokens each layer processed over the batches;
+    ``before(batch)`` runs before each.
 
     ``hits``, when given, receives one boolean tensor per batch (which examples were right), so a breakdown
     by length reuses this pass instead of running the model again.
     """
     correct = kept = total = 0
+    tokens_per_layer = None
     for batch, labels in batches:
         if before is not None:
             before(batch)
         outputs = model(**batch)
+        processed = outputs.kept_counts.sum(dim=0)
+        tokens_per_layer = processed if tokens_per_layer is None else tokens_per_layer + processed
         right = outputs.logits.argmax(dim=-1) == labels
         if hits is not None:
             hits.append(right)
         correct += right.sum().item()
         kept += outputs.keep_ratio.sum().item()
         total += len(labels)
-    return {"accuracy": correct / total, "keep_ratio": kept / total}
+    return {"accuracy": correct / total, "keep_ratio": kept / total, "tokens_per_layer": tokens_per_layer.tolist()}
 
 
 def accuracy_by_length(
@@ -152,6 +165,67 @@ def accuracy_by_length(
     return rows
 
 
+@contextlib.contextmanager
+def shifted_threshold_selection(model, offsets: list[float]) -> Iterator[dict]:
+    """Within the block every gate keeps the tokens whose learned score reaches that gate's offset, however many
+    that is per example (threshold selection at p >= 0.5 on ``score - offset``); an offset of ``-inf`` keeps every
+    token. The yielded dict records, per gate, the scores of the tokens it could drop (``"candidates"``) and how
+    many tokens reached it (``"reached"``).
+
+    Threshold selection reads the score as a probability, so a model with the attention prior refuses it; here
+    the score is only compared with a calibrated offset, which the prior does not disturb, so the prior's flag is
+    lowered for the forward's check and raised again inside each score."""
+    encoder = model.base_model.encoder
+    config = model.config
+    original_score = encoder._score
+    prior = config.retention_scorer_attention_prior
+    recorded: dict = {"candidates": {index: [] for index in range(len(offsets))}, "reached": [0] * len(offsets)}
+
+    def score(index, hidden_states, alive, query_mask):
+        config.retention_scorer_attention_prior = prior
+        try:
+            scores = original_score(index, hidden_states, alive, query_mask)
+        finally:
+            config.retention_scorer_attention_prior = False
+        recorded["candidates"][index].append(scores[alive & ~query_mask].float())
+        recorded["reached"][index] += int(alive.sum())
+        return scores - offsets[index]
+
+    saved = config.retention_inference_selection, config.retention_threshold
+    config.retention_scorer_attention_prior = False
+    config.retention_inference_selection, config.retention_threshold = "threshold", 0.5
+    try:
+        with mock.patch.object(encoder, "_score", score):
+            yield recorded
+    finally:
+        config.retention_inference_selection, config.retention_threshold = saved
+        config.retention_scorer_attention_prior = prior
+
+
+def score_with_dataset_budget(
+    model, batches, tokens_per_layer: list[int], hits: list | None = None
+) -> dict[str, float]:
+    """The learned scores with one threshold per gate instead of per-example counts.
+
+    Gate by gate, each threshold is set so that the tokens its layer processes over the whole set equal
+    ``tokens_per_layer`` (the scheduled top-k's totals): the same compute, spent where the scores are high
+    rather than as the same share of every example. Does letting some inputs drop more and others keep more
+    help? The thresholds come from the scores alone, never from labels."""
+    offsets = [-float("inf")] * len(model.base_model.encoder.layer)
+    for index in model.config.retention_gated_layers:
+        with shifted_threshold_selection(model, offsets) as recorded:
+            score(model, batches)  # this gate and the later ones keep every token: records this gate's candidates
+        candidates = torch.cat(recorded["candidates"][index]).sort(descending=True).values
+        undroppable = recorded["reached"][index] - len(candidates)  # protected tokens
+        wanted = tokens_per_layer[index] - undroppable
+        if wanted <= 0:
+            offsets[index] = float("inf")
+        elif wanted < len(candidates):
+            offsets[index] = candidates[wanted - 1].item()
+    with shifted_threshold_selection(model, offsets):
+        return score(model, batches, hits=hits)
+
+
 def explicit(model, schedule: list[float]) -> None:
     """Run ``model`` with this per-layer schedule (its mean becomes the budget)."""
     model.config.retention_ratio = sum(schedule) / len(schedule)
@@ -165,6 +239,13 @@ def main() -> None:
     parser.add_argument("--budget", type=float, help="Default: the checkpoint's retention_ratio.")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--output", help="Write the rows as JSON here.")
+    parser.add_argument(
+        "--measure",
+        nargs="+",
+        choices=MEASURES,
+        default=list(MEASURES),
+        help="Which rows besides retention off and the learned selection (default: all).",
+    )
     args = parser.parse_args()
 
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
@@ -187,19 +268,30 @@ def main() -> None:
     results["retention off"] = score(model, batches, hits=hits["retention off"])
     model.config.retention_enabled = True
     results["learned selection"] = score(model, batches, hits=hits["learned selection"])
-    with baseline_selection(model, "attention"):
-        results["attention received, same counts"] = score(model, batches)
-    results["oracle: attention rollout of the same weights, same counts"] = score_with_oracle(
-        model, batches, rollout_importance
-    )
-    results["oracle: gradient x input saliency, same counts"] = score_with_oracle(model, batches, saliency_importance)
-    for layer in model.config.retention_gated_layers:
-        previous = 1.0 if layer == 0 else schedule[layer - 1]
-        explicit(model, [previous if index == layer else ratio for index, ratio in enumerate(schedule)])
-        results[f"no drop at the gate before layer {layer}"] = score(model, batches)
-    for name in ("uniform", "geometric"):
-        model.config.retention_ratio, model.config.retention_schedule = budget, name
-        results[f"{name} schedule"] = score(model, batches)
+    if "dataset_budget" in args.measure:
+        hits[DATASET_BUDGET] = []
+        results[DATASET_BUDGET] = score_with_dataset_budget(
+            model, batches, results["learned selection"]["tokens_per_layer"], hits=hits[DATASET_BUDGET]
+        )
+    if "baselines" in args.measure:
+        with baseline_selection(model, "attention"):
+            results["attention received, same counts"] = score(model, batches)
+    if "oracles" in args.measure:
+        results["oracle: attention rollout of the same weights, same counts"] = score_with_oracle(
+            model, batches, rollout_importance
+        )
+        results["oracle: gradient x input saliency, same counts"] = score_with_oracle(
+            model, batches, saliency_importance
+        )
+    if "gates" in args.measure:
+        for layer in model.config.retention_gated_layers:
+            previous = 1.0 if layer == 0 else schedule[layer - 1]
+            explicit(model, [previous if index == layer else ratio for index, ratio in enumerate(schedule)])
+            results[f"no drop at the gate before layer {layer}"] = score(model, batches)
+    if "schedules" in args.measure:
+        for name in ("uniform", "geometric"):
+            model.config.retention_ratio, model.config.retention_schedule = budget, name
+            results[f"{name} schedule"] = score(model, batches)
     model.config.retention_schedule = trained
     lengths = torch.cat([batch["attention_mask"].sum(dim=1) for batch, _ in batches])
     by_length = accuracy_by_length(lengths, {name: torch.cat(right) for name, right in hits.items()})
@@ -208,9 +300,9 @@ def main() -> None:
     print("| row | accuracy | keep ratio |\n| --- | --- | --- |")
     for name, row in results.items():
         print(f"| {name} | {row['accuracy']:.4f} | {row['keep_ratio']:.3f} |")
-    print("\n| quarter by length | retention off | learned selection |\n| --- | --- | --- |")
+    print(f"\n| quarter by length | {' | '.join(hits)} |\n| --- |{' --- |' * len(hits)}")
     for span, row in by_length.items():
-        print(f"| {span} | {row['retention off']:.4f} | {row['learned selection']:.4f} |")
+        print(f"| {span} | {' | '.join(f'{accuracy:.4f}' for accuracy in row.values())} |")
     if args.output:
         payload = {"checkpoint": args.checkpoint, "budget": budget, "schedule": schedule, "rows": results}
         payload["by_length"] = by_length

@@ -162,3 +162,27 @@ def test_the_diagnosis_breaks_accuracy_down_by_length_from_the_hits_of_one_pass(
         "2-9 tokens (4 sentences)": {"learned": 0.5, "off": 1.0},
         "11-20 tokens (4 sentences)": {"learned": 0.75, "off": 1.0},
     }
+
+
+@pytest.mark.parametrize("prior", [False, True])
+def test_the_diagnosis_calibrates_one_threshold_per_gate_to_the_same_tokens_per_layer(family, prior):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from diagnose_budget import score, score_with_dataset_budget
+
+    model = make_model(
+        family, task="sequence", retention_ratio=0.5, num_labels=2, retention_scorer_attention_prior=prior
+    )
+    batches = [
+        (family.inputs(lengths, seq_len=20, seed=seed), torch.tensor([0, 1, 1]))
+        for seed, lengths in enumerate([[20, 13, 17], [9, 20, 15], [11, 12, 19]])
+    ]
+    learned = score(model, batches)
+    calibrated = score_with_dataset_budget(model, batches, learned["tokens_per_layer"])
+    assert calibrated["tokens_per_layer"] == learned["tokens_per_layer"]
+    assert calibrated["keep_ratio"] != learned["keep_ratio"], "the same totals, but not the same share of each row"
+    assert model.config.retention_inference_selection == "topk"
+    assert model.config.retention_scorer_attention_prior is prior
+    assert score(model, batches) == learned, "the scheduled top-k selection is back"
