@@ -114,12 +114,21 @@ def test_bad_baseline_requests(family):
         pass
 
 
-def test_the_diagnosis_oracle_ranks_by_a_fixed_importance_at_every_gate(family):
+def diagnose_budget():
+    """examples/diagnose_budget.py, imported as a module (examples are scripts, not a package)."""
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    from diagnose_budget import oracle_selection
+    examples = str(Path(__file__).resolve().parents[1] / "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
+    import diagnose_budget
+
+    return diagnose_budget
+
+
+def test_the_diagnosis_oracle_ranks_by_a_fixed_importance_at_every_gate(family):
+    oracle_selection = diagnose_budget().oracle_selection
 
     model = make_model(family, retention_ratio=0.4)
     inputs = family.inputs([20, 13], seq_len=20)
@@ -139,11 +148,7 @@ def test_the_diagnosis_oracle_ranks_by_a_fixed_importance_at_every_gate(family):
 
 
 def test_the_diagnosis_breaks_accuracy_down_by_length_from_the_hits_of_one_pass(family):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    from diagnose_budget import accuracy_by_length, score
+    accuracy_by_length, score = diagnose_budget().accuracy_by_length, diagnose_budget().score
 
     model = make_model(family, task="sequence", retention_ratio=0.5, num_labels=2)
     inputs = family.inputs([20, 13, 7, 3], seq_len=20)
@@ -166,11 +171,7 @@ def test_the_diagnosis_breaks_accuracy_down_by_length_from_the_hits_of_one_pass(
 
 @pytest.mark.parametrize("prior", [False, True])
 def test_the_diagnosis_calibrates_one_threshold_per_gate_to_the_same_tokens_per_layer(family, prior):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    from diagnose_budget import score, score_with_dataset_budget
+    score, score_with_dataset_budget = diagnose_budget().score, diagnose_budget().score_with_dataset_budget
 
     model = make_model(
         family, task="sequence", retention_ratio=0.5, num_labels=2, retention_scorer_attention_prior=prior
