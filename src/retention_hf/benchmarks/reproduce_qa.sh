@@ -7,11 +7,16 @@
 # retention models' answer profile (the layer at which each question's answer was dropped, and the F1 per group).
 #
 #   bash src/retention_hf/benchmarks/reproduce_qa.sh            # hours on 2 CPU cores (needs ../shared/data/squad_v1.1)
-#   QA_TRAIN=85091 bash src/retention_hf/benchmarks/reproduce_qa.sh   # every train question instead of 30,000
+#   QA_TRAIN=85091 bash src/retention_hf/benchmarks/reproduce_qa.sh   # the dense model on every train question
+#   QA_RETENTION_TRAIN=30000 bash src/retention_hf/benchmarks/reproduce_qa.sh   # retention fine-tunes on 30,000
 #   bash src/retention_hf/benchmarks/reproduce_qa.sh ablation   # rho 0.3 rows (query-aware gates, the first gate
 #     after layer 0 instead of before it, both) from the same dense model, each on 8,000 questions, scored on
 #     squad-val's 10 held-out articles
 #   QA_DATA=squad-tiny QA_EVAL=squad-tiny bash src/retention_hf/benchmarks/reproduce_qa.sh   # a smoke run (shipped data)
+#
+# The table and each model's eval_results.json (renamed <model>.json), with wall_times.txt, are copied to
+# results/squad/ (results/squad-ablation/ in ablation mode; runs/bench-qa-<train source>/results-<mode>/ for the
+# squad-tiny smoke run, or wherever QA_RESULTS points).
 #
 # Checkpoints go to runs/bench-qa-<train source>/ and are reused when already there (delete one to retrain); an
 # interrupted fine-tune resumes from its last checkpoint (every 100 steps) when the script is run again, and an
@@ -31,39 +36,37 @@ esac
 QA_DATA="${QA_DATA:-squad-val}"  # trains on this source's train split (recipes/squad_data.py)
 ABLATION_TRAIN="${ABLATION_TRAIN:-8000}"  # train questions of each ablation row
 RUNS="runs/bench-qa-$QA_DATA"
-QA_TRAIN="${QA_TRAIN:-30000}"  # train questions, spread over every article (--max_train_samples)
+QA_TRAIN="${QA_TRAIN:-30000}"  # the dense model's train questions, spread over every article (--max_train_samples)
+# each retention fine-tune's train questions (the same hash sample, so a subset of the dense model's): 8,000 keeps
+# the dense model, both retention models and their evaluations inside one 3-hour session on 2 CPU cores
+QA_RETENTION_TRAIN="${QA_RETENTION_TRAIN:-8000}"
 mkdir -p "$RUNS"
+if [ "$QA_DATA" = squad-tiny ]; then RESULTS="${QA_RESULTS:-$RUNS/results-$MODE}"
+elif [ "$MODE" = table ]; then RESULTS="${QA_RESULTS:-results/squad}"
+else RESULTS="${QA_RESULTS:-results/squad-ablation}"; fi
 COMMON=(--max_seq_length 384 --doc_stride 128 --max_train_samples "$QA_TRAIN" --num_train_epochs 1
   --per_device_train_batch_size 16 --per_device_eval_batch_size 32 --train_sampling_strategy group_by_length
   --weight_decay 0.01 --logging_steps 25 --report_to none --save_strategy steps --save_steps 100
   --save_total_limit 1 --disable_tqdm true --seed 0)
 
-timed() {  # timed LABEL COMMAND...: run it and record its wall time
-  local name=$1 start=$SECONDS; shift
-  "$@"
-  echo "$name $((SECONDS - start)) s" | tee -a "$RUNS/wall_times.txt"
-}
+# shellcheck source=reproduce_steps.sh
+source src/retention_hf/benchmarks/reproduce_steps.sh
 
 train() {  # train NAME ARGS...: fine-tune into $RUNS/NAME unless it is already there
-  local name=$1; shift
-  if [ -f "$RUNS/$name/config.json" ]; then echo "reusing $RUNS/$name"; return; fi
-  local last resume=() label="train-$name"
-  last=$(ls -d "$RUNS/$name"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
-  if [ -n "$last" ]; then
-    resume=(--resume_from_checkpoint "$last"); label="$label (resumed from $(basename "$last"))"; echo "resuming $last"
-  fi
-  timed "$label" "$PY" examples/run_qa.py --dataset "$QA_DATA" "${COMMON[@]}" "$@" "${resume[@]}" --do_train true --do_eval false \
-    --output_dir "$RUNS/$name"
+  local name=$1
+  shift
+  fine_tune "$name" "$PY" examples/run_qa.py --dataset "$QA_DATA" "${COMMON[@]}" "$@" --do_train true --do_eval false
 }
 
 evaluate() {  # evaluate NAME [ARGS...]: score $RUNS/NAME on the eval set into $RUNS/eval-$QA_EVAL-NAME unless done
-  local name=$1 out="$RUNS/eval-$QA_EVAL-$1"; shift
-  if [ "$out/eval_results.json" -nt "$RUNS/$name/config.json" ]; then echo "reusing $out"; return; fi
-  timed "eval-$QA_EVAL-$name" "$PY" examples/run_qa.py --dataset "$QA_EVAL" "${COMMON[@]}" --model_name_or_path "$RUNS/$name" "$@" \
-    --do_train false --do_eval true --output_dir "$out"
+  local name=$1
+  shift
+  score "$name" "eval-$QA_EVAL-$name" "$PY" examples/run_qa.py --dataset "$QA_EVAL" "${COMMON[@]}" \
+    --model_name_or_path "$RUNS/$name" "$@" --do_train false --do_eval true
 }
 
 train dense --retention false --learning_rate 5e-5 --warmup_steps 0.1
+evaluate dense --retention false  # before the retention models: a weak dense model is worth knowing about first
 MODELS=(rho0.5 rho0.3)
 if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3, each from the dense model on ABLATION_TRAIN questions
   MODELS=()
@@ -78,25 +81,37 @@ if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3, each from the de
 else
   for rho in 0.5 0.3; do
     train "rho$rho" --model_name_or_path "$RUNS/dense" --retention_ratio "$rho" --protect_question \
-      --learning_rate 2e-5 --warmup_steps 0.06 --retention_count_rounding budget
+      --learning_rate 2e-5 --warmup_steps 0.06 --retention_count_rounding budget --max_train_samples "$QA_RETENTION_TRAIN"
   done
 fi
-evaluate dense --retention false
 for name in "${MODELS[@]}"; do evaluate "$name" --answer_profile; done
-"$PY" - "$RUNS/eval-$QA_EVAL" "${MODELS[@]}" <<'PYTHON'
+mkdir -p "$RESULTS"
+for name in dense "${MODELS[@]}"; do cp "$RUNS/eval-$QA_EVAL-$name/eval_results.json" "$RESULTS/$name.json"; done
+cp "$RUNS/wall_times.txt" "$RESULTS/wall_times.txt"
+"$PY" - "$RUNS/eval-$QA_EVAL" "$MODE" "$QA_DATA" "$QA_EVAL" "$QA_TRAIN" "$QA_RETENTION_TRAIN" "$ABLATION_TRAIN" \
+  "${MODELS[@]}" <<'PYTHON' | tee "$RESULTS/results.md"
 import json, sys
 from pathlib import Path
-prefix, models = sys.argv[1], sys.argv[2:]
+prefix, mode, data, evaluated, dense_train, retention_train, ablation_train, *models = sys.argv[1:]
 def read(name):
     return json.loads(Path(f"{prefix}-{name}", "eval_results.json").read_text())
 dense = read("dense")
-print("| model | EM | F1 | F1 vs dense | keep ratio | questions/s | vs retention off | F1, retention off |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+retention_train = ablation_train if mode == "ablation" else retention_train
+print(f"# Extractive QA: trained on {data} train, scored on {evaluated} eval ({dense['eval_questions']:,} questions)\n")
+print(f"all-MiniLM-L6-v2; the dense model fine-tuned on {int(dense_train):,} train questions, each retention model from it on "
+      f"{int(retention_train):,} (question protected, the default recipe); 384 tokens, stride 128. Made by "
+      f"`{'QA_DATA=' + data + ' ' if data != 'squad-val' else ''}bash src/retention_hf/benchmarks/reproduce_qa.sh"
+      f"{' ablation' if mode == 'ablation' else ''}`; `<model>.json` are the evaluations' eval_results.json, "
+      "`wall_times.txt` the wall time of each step.\n")
+print("| model | EM | F1 | F1 vs dense | keep ratio | questions/s | vs dense | vs retention off (same run) "
+      "| F1, retention off |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for name in ("dense", *models):
     r = read(name)
     off = (f"{r['eval_speedup']:.2f}x", f"{r['eval_f1_retention_off']:.2f}") if "eval_speedup" in r else ("", "")
+    speed = r["eval_questions_per_second"] / dense["eval_questions_per_second"]
     print(f"| {name} | {r['eval_exact_match']:.2f} | {r['eval_f1']:.2f} | {100 * r['eval_f1'] / max(dense['eval_f1'], 1e-9):.1f} % "
-          f"| {r['eval_keep_ratio']:.3f} | {r['eval_questions_per_second']:.1f} | {off[0]} | {off[1]} |")
+          f"| {r['eval_keep_ratio']:.3f} | {r['eval_questions_per_second']:.1f} | {speed:.2f}x | {off[0]} | {off[1]} |")
 for name in models:  # where the F1 is lost (retention_hf.answer_profile)
     r = read(name)
     print(f"\n{name}: questions by the layer that dropped their answer\n")
