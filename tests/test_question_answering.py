@@ -323,6 +323,36 @@ def test_qa_recipe_end_to_end_from_the_command_line(tmp_path, capsys):
     saved = AutoConfig.from_pretrained(tmp_path / "out")
     assert saved.retention_protect_first_segment and saved.retention_protected_token_ids == [102]
 
+    # the reference, the speed-up and the profile on the first 5 questions; the model's own scores still on all 12
+    timed = run_qa(
+        [
+            f"--model_name_or_path={tmp_path / 'out'}",
+            "--dataset=squad-tiny",
+            "--max_seq_length=96",
+            "--doc_stride=32",
+            "--max_eval_samples=12",
+            "--max_timing_samples=5",
+            "--answer_profile",
+            "--do_eval=true",
+            "--report_to=none",
+            f"--output_dir={tmp_path / 'timed'}",
+        ]
+    )
+    assert timed["eval_f1"] == pytest.approx(results["eval_f1"]) and timed["timing_questions"] == 5
+    profile = timed["answer_profile"]
+    assert sum(row["questions"] for row in profile) == 5
+    assert sum(row["share"] * row["f1"] for row in profile) == pytest.approx(timed["eval_f1_timing_questions"])
+    assert sum(row["share"] * row["f1_reference"] for row in profile) == pytest.approx(timed["eval_f1_retention_off"])
+    speedup = timed["eval_questions_per_second_timing_questions"] / timed["eval_questions_per_second_retention_off"]
+    assert timed["eval_speedup"] == pytest.approx(speedup), "both sides of the speed-up timed on the same questions"
+
+
+def test_the_timing_subset_must_hold_a_question(tmp_path):
+    arguments = ["--dataset=squad-tiny", "--max_timing_samples=0", f"--output_dir={tmp_path / 'out'}"]
+    with pytest.raises(ValueError, match="--max_timing_samples must be a positive number of questions, got 0"):
+        run_qa(arguments)
+    assert not (tmp_path / "out").exists(), "the error comes before any model or data is loaded"
+
 
 def test_the_answer_profile_needs_retention_on(tmp_path):
     checkpoint = save_tiny_text_model(tmp_path / "tiny", BertForQuestionAnswering)

@@ -40,6 +40,9 @@ QA_TRAIN="${QA_TRAIN:-30000}"  # the dense model's train questions, spread over 
 # each retention fine-tune's train questions (the same hash sample, so a subset of the dense model's): 8,000 keeps
 # the dense model, both retention models and their evaluations inside one 3-hour session on 2 CPU cores
 QA_RETENTION_TRAIN="${QA_RETENTION_TRAIN:-8000}"
+# a retention model's reference (the same weights with retention off), speed-up and answer profile cover the first
+# QA_TIMING eval questions; its own EM / F1 always covers all of them
+QA_TIMING="${QA_TIMING:-2000}"
 mkdir -p "$RUNS"
 if [ "$QA_DATA" = squad-tiny ]; then RESULTS="${QA_RESULTS:-$RUNS/results-$MODE}"
 elif [ "$MODE" = table ]; then RESULTS="${QA_RESULTS:-results/squad}"
@@ -84,7 +87,7 @@ else
       --learning_rate 2e-5 --warmup_steps 0.06 --retention_count_rounding budget --max_train_samples "$QA_RETENTION_TRAIN"
   done
 fi
-for name in "${MODELS[@]}"; do evaluate "$name" --answer_profile; done
+for name in "${MODELS[@]}"; do evaluate "$name" --answer_profile --max_timing_samples "$QA_TIMING"; done
 mkdir -p "$RESULTS"
 for name in dense "${MODELS[@]}"; do cp "$RUNS/eval-$QA_EVAL-$name/eval_results.json" "$RESULTS/$name.json"; done
 cp "$RUNS/wall_times.txt" "$RESULTS/wall_times.txt"
@@ -103,18 +106,21 @@ print(f"all-MiniLM-L6-v2; the dense model fine-tuned on {int(dense_train):,} tra
       f"`{'QA_DATA=' + data + ' ' if data != 'squad-val' else ''}bash src/retention_hf/benchmarks/reproduce_qa.sh"
       f"{' ablation' if mode == 'ablation' else ''}`; `<model>.json` are the evaluations' eval_results.json, "
       "`wall_times.txt` the wall time of each step.\n")
-print("| model | EM | F1 | F1 vs dense | keep ratio | questions/s | vs dense | vs retention off (same run) "
-      "| F1, retention off |")
+timing = next((read(name).get("timing_questions") for name in models), None)
+on = f"first {timing:,} questions" if timing else "every question"
+print(f"| model | EM | F1 | F1 vs dense | keep ratio | questions/s | vs dense | vs retention off (same run, {on}) "
+      f"| F1 on / off ({on}) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for name in ("dense", *models):
     r = read(name)
-    off = (f"{r['eval_speedup']:.2f}x", f"{r['eval_f1_retention_off']:.2f}") if "eval_speedup" in r else ("", "")
+    same = f"{r.get('eval_f1_timing_questions', r['eval_f1']):.2f} / {r.get('eval_f1_retention_off', 0):.2f}"
+    off = (f"{r['eval_speedup']:.2f}x", same) if "eval_speedup" in r else ("", "")
     speed = r["eval_questions_per_second"] / dense["eval_questions_per_second"]
     print(f"| {name} | {r['eval_exact_match']:.2f} | {r['eval_f1']:.2f} | {100 * r['eval_f1'] / max(dense['eval_f1'], 1e-9):.1f} % "
           f"| {r['eval_keep_ratio']:.3f} | {r['eval_questions_per_second']:.1f} | {speed:.2f}x | {off[0]} | {off[1]} |")
 for name in models:  # where the F1 is lost (retention_hf.answer_profile)
     r = read(name)
-    print(f"\n{name}: questions by the layer that dropped their answer\n")
+    print(f"\n{name}: questions by the layer that dropped their answer ({on})\n")
     print("| group | questions | share | EM | F1 | F1, retention off |")
     print("| --- | --- | --- | --- | --- | --- |")
     for g in r.get("answer_profile", []):

@@ -71,6 +71,14 @@ class QADataArguments:
             "and score each group (retention_hf.answer_profile; one more pass over the eval windows)."
         },
     )
+    max_timing_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "With retention on, score the same weights with retention off, measure the speed-up over them and "
+            "profile the answers on the first N eval questions only (default: all of them); the model's own EM / F1 "
+            "always covers every eval question. The retention-off pass costs as much as a dense evaluation."
+        },
+    )
 
 
 def build_model(model_args: ModelArguments, data_args: QADataArguments, tokenizer):
@@ -117,20 +125,30 @@ def evaluate_with_reference(
     trainer, tokenizer, examples: Dataset, features: Dataset, data_args: QADataArguments
 ) -> dict[str, object]:
     """:func:`evaluate_spans`, then for a retention model the same weights with retention off (the quality and
-    speed reference) and, with ``--answer_profile``, the F1 per layer that dropped the answer."""
+    speed reference) and, with ``--answer_profile``, the F1 per layer that dropped the answer; with
+    ``--max_timing_samples N`` the reference, the speed-up and the profile cover the first N questions, which the
+    model then scores again (``eval_*_timing_questions``) so that both sides see the same questions."""
     model = trainer.model
     results: dict[str, object] = {}
     metrics, answers = evaluate_spans(trainer, examples, features, data_args)
     results.update(metrics)
     if not model.config.retention_enabled:
         return results
+    limit = data_args.max_timing_samples
+    if limit is not None and limit < len(examples):
+        examples = examples.select(range(limit))
+        ids = set(examples["id"])
+        features = features.filter(lambda row: row["example_id"] in ids)
+        metrics, answers = evaluate_spans(trainer, examples, features, data_args)
+        results.update({f"{key}_timing_questions": value for key, value in metrics.items()})
+        results["timing_questions"] = limit
     model.config.retention_enabled = False
     try:
         dense, dense_answers = evaluate_spans(trainer, examples, features, data_args)
     finally:
         model.config.retention_enabled = True
     results.update({f"{key}_retention_off": value for key, value in dense.items() if key != "eval_keep_ratio"})
-    results["eval_speedup"] = results["eval_questions_per_second"] / dense["eval_questions_per_second"]
+    results["eval_speedup"] = metrics["eval_questions_per_second"] / dense["eval_questions_per_second"]
     if data_args.answer_profile:
         batch_size = trainer.args.per_device_eval_batch_size
         with trainer.autocast_smart_context_manager():  # the precision of the prediction passes
@@ -145,6 +163,10 @@ def evaluate_with_reference(
 def main(argv: list[str] | None = None) -> dict[str, object]:
     model_args, data_args, training_args = parse_arguments(QADataArguments, argv)
     do_train, do_eval = selected_phases(training_args)
+    if data_args.max_timing_samples is not None and data_args.max_timing_samples < 1:
+        raise ValueError(
+            f"--max_timing_samples must be a positive number of questions, got {data_args.max_timing_samples}"
+        )
     train, examples = squad_datasets(data_args.dataset, data_args.max_train_samples, data_args.max_eval_samples)
 
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path or default_model_path())
