@@ -9,9 +9,9 @@
 #   bash src/retention_hf/benchmarks/reproduce_qa.sh            # hours on 2 CPU cores (needs ../shared/data/squad_v1.1)
 #   QA_TRAIN=85091 bash src/retention_hf/benchmarks/reproduce_qa.sh   # the dense model on every train question
 #   QA_RETENTION_TRAIN=30000 bash src/retention_hf/benchmarks/reproduce_qa.sh   # retention fine-tunes on 30,000
-#   bash src/retention_hf/benchmarks/reproduce_qa.sh ablation   # rho 0.3 rows (query-aware gates, the first gate
-#     after layer 0 instead of before it, both) from the same dense model, each on 8,000 questions, scored on
-#     squad-val's 10 held-out articles
+#   bash src/retention_hf/benchmarks/reproduce_qa.sh ablation   # rho 0.3 rows from the same dense model, each
+#     on QA_RETENTION_TRAIN questions and scored on squad-val's 10 held-out articles: the table's rho 0.3 model
+#     (the default recipe), query-aware gates, the first gate after layer 0 instead of before it, and both
 #   QA_DATA=squad-tiny QA_EVAL=squad-tiny bash src/retention_hf/benchmarks/reproduce_qa.sh   # a smoke run (shipped data)
 #
 # The table and each model's eval_results.json (renamed <model>.json), with wall_times.txt, are copied to
@@ -34,7 +34,6 @@ case "$MODE" in
   *) echo "unknown mode '$MODE' (expected table or ablation)" >&2; exit 2 ;;
 esac
 QA_DATA="${QA_DATA:-squad-val}"  # trains on this source's train split (recipes/squad_data.py)
-ABLATION_TRAIN="${ABLATION_TRAIN:-8000}"  # train questions of each ablation row
 RUNS="runs/bench-qa-$QA_DATA"
 QA_TRAIN="${QA_TRAIN:-30000}"  # the dense model's train questions, spread over every article (--max_train_samples)
 # each retention fine-tune's train questions (the same hash sample, so a subset of the dense model's): 8,000 keeps
@@ -70,36 +69,33 @@ evaluate() {  # evaluate NAME [ARGS...]: score $RUNS/NAME on the eval set into $
 
 train dense --retention false --learning_rate 5e-5 --warmup_steps 0.1
 evaluate dense --retention false  # before the retention models: a weak dense model is worth knowing about first
-MODELS=(rho0.5 rho0.3)
-if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3, each from the dense model on ABLATION_TRAIN questions
-  MODELS=()
-  for row in "default" "query --retention_scorer_query true" "gate1 --retention_first_gated_layer 1" \
-      "query-gate1 --retention_scorer_query true --retention_first_gated_layer 1"; do
-    read -r name flags <<< "$row"
-    # shellcheck disable=SC2086  # the row's flags split into words on purpose
-    train "ablation-$name" --model_name_or_path "$RUNS/dense" --retention_ratio 0.3 --protect_question \
-      --learning_rate 2e-5 --warmup_steps 0.06 --retention_count_rounding budget --max_train_samples "$ABLATION_TRAIN" $flags
-    MODELS+=("ablation-$name")
-  done
-else
-  for rho in 0.5 0.3; do
-    train "rho$rho" --model_name_or_path "$RUNS/dense" --retention_ratio "$rho" --protect_question \
-      --learning_rate 2e-5 --warmup_steps 0.06 --retention_count_rounding budget --max_train_samples "$QA_RETENTION_TRAIN"
-  done
+# each row: NAME RHO [FLAGS]; every model starts from the dense one with the question protected, and is evaluated
+# as soon as it is trained, so an interrupted run leaves its finished rows scored
+ROWS=("rho0.5 0.5" "rho0.3 0.3")
+if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the table's rho 0.3 model, reused
+  ROWS=("rho0.3 0.3" "ablation-query 0.3 --retention_scorer_query true" "ablation-gate1 0.3 --retention_first_gated_layer 1"
+    "ablation-query-gate1 0.3 --retention_scorer_query true --retention_first_gated_layer 1")
 fi
-for name in "${MODELS[@]}"; do evaluate "$name" --answer_profile --max_timing_samples "$QA_TIMING"; done
+MODELS=()
+for row in "${ROWS[@]}"; do
+  read -r name rho flags <<< "$row"
+  # shellcheck disable=SC2086  # the row's flags split into words on purpose
+  train "$name" --model_name_or_path "$RUNS/dense" --retention_ratio "$rho" --protect_question --learning_rate 2e-5 \
+    --warmup_steps 0.06 --retention_count_rounding budget --max_train_samples "$QA_RETENTION_TRAIN" $flags
+  evaluate "$name" --answer_profile --max_timing_samples "$QA_TIMING"
+  MODELS+=("$name")
+done
 mkdir -p "$RESULTS"
 for name in dense "${MODELS[@]}"; do cp "$RUNS/eval-$QA_EVAL-$name/eval_results.json" "$RESULTS/$name.json"; done
 cp "$RUNS/wall_times.txt" "$RESULTS/wall_times.txt"
-"$PY" - "$RUNS/eval-$QA_EVAL" "$MODE" "$QA_DATA" "$QA_EVAL" "$QA_TRAIN" "$QA_RETENTION_TRAIN" "$ABLATION_TRAIN" \
-  "${MODELS[@]}" <<'PYTHON' | tee "$RESULTS/results.md"
+"$PY" - "$RUNS/eval-$QA_EVAL" "$MODE" "$QA_DATA" "$QA_EVAL" "$QA_TRAIN" "$QA_RETENTION_TRAIN" "${MODELS[@]}" \
+  <<'PYTHON' | tee "$RESULTS/results.md"
 import json, sys
 from pathlib import Path
-prefix, mode, data, evaluated, dense_train, retention_train, ablation_train, *models = sys.argv[1:]
+prefix, mode, data, evaluated, dense_train, retention_train, *models = sys.argv[1:]
 def read(name):
     return json.loads(Path(f"{prefix}-{name}", "eval_results.json").read_text())
 dense = read("dense")
-retention_train = ablation_train if mode == "ablation" else retention_train
 print(f"# Extractive QA: trained on {data} train, scored on {evaluated} eval ({dense['eval_questions']:,} questions)\n")
 print(f"all-MiniLM-L6-v2; the dense model fine-tuned on {int(dense_train):,} train questions, each retention model from it on "
       f"{int(retention_train):,} (question protected, the default recipe); 384 tokens, stride 128. Made by "
