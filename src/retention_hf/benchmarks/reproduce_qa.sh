@@ -11,7 +11,7 @@
 #   QA_RETENTION_TRAIN=30000 bash src/retention_hf/benchmarks/reproduce_qa.sh   # retention fine-tunes on 30,000
 #   bash src/retention_hf/benchmarks/reproduce_qa.sh ablation   # rho 0.3 rows from the same dense model, each
 #     on QA_RETENTION_TRAIN questions and scored on squad-val's 10 held-out articles: the table's rho 0.3 model
-#     (the default recipe), query-aware gates, the first gate after layer 0 instead of before it, and both
+#     (the default recipe), the first gate after layer 0 instead of before it, query-aware gates, and both
 #   QA_DATA=squad-tiny QA_EVAL=squad-tiny bash src/retention_hf/benchmarks/reproduce_qa.sh   # a smoke run (shipped data)
 #
 # The table and each model's eval_results.json (renamed <model>.json), with wall_times.txt, are copied to
@@ -73,7 +73,7 @@ evaluate dense --retention false  # before the retention models: a weak dense mo
 # as soon as it is trained, so an interrupted run leaves its finished rows scored
 ROWS=("rho0.5 0.5" "rho0.3 0.3")
 if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the table's rho 0.3 model, reused
-  ROWS=("rho0.3 0.3" "ablation-query 0.3 --retention_scorer_query true" "ablation-gate1 0.3 --retention_first_gated_layer 1"
+  ROWS=("rho0.3 0.3" "ablation-gate1 0.3 --retention_first_gated_layer 1" "ablation-query 0.3 --retention_scorer_query true"
     "ablation-query-gate1 0.3 --retention_scorer_query true --retention_first_gated_layer 1")
 fi
 MODELS=()
@@ -96,7 +96,10 @@ prefix, mode, data, evaluated, dense_train, retention_train, *models = sys.argv[
 def read(name):
     return json.loads(Path(f"{prefix}-{name}", "eval_results.json").read_text())
 dense = read("dense")
-print(f"# Extractive QA: trained on {data} train, scored on {evaluated} eval ({dense['eval_questions']:,} questions)\n")
+trained_on = {"squad": "SQuAD v1.1 train", "squad-val": "SQuAD v1.1 train less the 10 articles squad-val holds out"}
+scored_on = {"squad": "the official SQuAD v1.1 dev set", "squad-val": "squad-val's 10 held-out train articles"}
+print(f"# Extractive QA: trained on {trained_on.get(data, data + ' train')}, scored on "
+      f"{scored_on.get(evaluated, evaluated + ' eval')} ({dense['eval_questions']:,} questions)\n")
 print(f"all-MiniLM-L6-v2; the dense model fine-tuned on {int(dense_train):,} train questions, each retention model from it on "
       f"{int(retention_train):,} (question protected, the default recipe); 384 tokens, stride 128. Made by "
       f"`{'QA_DATA=' + data + ' ' if data != 'squad-val' else ''}bash src/retention_hf/benchmarks/reproduce_qa.sh"
