@@ -42,6 +42,7 @@ from .steps import (
     ModelArguments,
     closes_process_group,
     default_model_path,
+    first_examples,
     load_retention_model,
     parse_arguments,
     selected_phases,
@@ -136,9 +137,7 @@ def evaluate_with_reference(
         return results
     limit = data_args.max_timing_samples
     if limit is not None and limit < len(examples):
-        examples = examples.select(range(limit))
-        ids = set(examples["id"])
-        features = features.filter(lambda row: row["example_id"] in ids)
+        examples, features = first_examples(examples, features, limit, "example_id")
         metrics, answers = evaluate_spans(trainer, examples, features, data_args)
         results.update({f"{key}_timing_questions": value for key, value in metrics.items()})
         results["timing_questions"] = limit

@@ -162,6 +162,14 @@ def parse_arguments(data_class: type, argv: list[str] | None) -> tuple:
     return model_args, data_args, training_args
 
 
+def first_examples(examples, features, count: int, id_column: str) -> tuple:
+    """The first ``count`` examples and the features (windows) made from them, which name their example in
+    ``id_column``: the subset an evaluation times and scores against retention off."""
+    head = examples.select(range(count))
+    ids = set(head["id"])
+    return head, features.filter(lambda row: row[id_column] in ids)
+
+
 def selected_phases(training_args) -> tuple[bool, bool]:
     """(train, evaluate): with neither ``--do_train`` nor ``--do_eval`` both run; otherwise only those asked for."""
     neither = not (training_args.do_train or training_args.do_eval)

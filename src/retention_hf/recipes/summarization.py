@@ -53,6 +53,7 @@ from .steps import (
     REPO,
     SHARED,
     closes_process_group,
+    first_examples,
     load_retention_model,
     parse_arguments,
     selected_phases,
@@ -182,9 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if model.config.retention_enabled:  # the same weights with retention off: quality and speed reference
         timed, timed_features = test, features["test"]
         if data_args.max_timing_samples is not None and data_args.max_timing_samples < len(test):
-            timed = test.select(range(data_args.max_timing_samples))
-            ids = set(timed["id"])
-            timed_features = features["test"].filter(lambda row: row["document_id"] in ids)
+            timed, timed_features = first_examples(test, features["test"], data_args.max_timing_samples, "document_id")
             _, seconds, _ = score_documents(trainer, timed_features)  # retention on, the reference's documents
         model.config.retention_enabled = False
         dense_scores, dense_seconds, _ = score_documents(trainer, timed_features)
