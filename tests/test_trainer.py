@@ -731,6 +731,82 @@ def test_ranking_distillation_loss_teaches_the_order_of_the_candidates():
         ranking_distillation_loss((matching,), (positions, None), importance)
 
 
+def test_answer_importance_is_the_teachers_start_and_end_distribution():
+    from retention_hf.distillation import answer_importance, ranking_distillation_loss
+
+    start = torch.tensor([[0.0, 3.0, 1.0, 0.0, 9.0], [2.0, 0.0, 0.0, 4.0, 0.0]])
+    end = torch.tensor([[0.0, 1.0, 3.0, 0.0, 9.0], [0.0, 1.0, 0.0, 2.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    importance = answer_importance(start, end, mask, num_layers=3)
+    assert len(importance) == 3 and all(layer is importance[0] for layer in importance)
+    expected = (torch.softmax(start[0, :4], dim=0) + torch.softmax(end[0, :4], dim=0)) / 2
+    torch.testing.assert_close(importance[0][0, :4], expected)
+    assert importance[0][0, 4].item() == 0.0, "padding is never a target, however large its logit"
+    torch.testing.assert_close(importance[0].sum(dim=1), torch.ones(2))
+    # a gate whose scores order the candidates as the teacher's answer distribution does has nothing to learn
+    positions = torch.tensor([[-1, 1, 2, 3, -1], [-1, 1, 2, 3, 4]])
+    assert ranking_distillation_loss((importance[0].clamp(min=1e-12).log(),), (positions,), importance[:1]).max() < 1e-6
+    flat = ranking_distillation_loss((torch.zeros(2, 5),), (positions,), importance[:1])
+    assert (flat > 0.05).all(), "a gate that ranks the answer no higher than the rest is taught to"
+
+
+def qa_dataset(size=32, seed=0, max_len=18):
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(size):
+        length = int(torch.randint(6, max_len, (1,), generator=generator))
+        ids = torch.randint(3, 99, (length,), generator=generator).tolist()
+        ids[0] = 2
+        start = int(torch.randint(1, length - 1, (1,), generator=generator))
+        rows.append({"input_ids": ids, "start_positions": start, "end_positions": start + 1})
+    return Dataset.from_list(rows)
+
+
+def qa_collate(features, pad_token_id=0):
+    batch = collate([{"input_ids": feature["input_ids"]} for feature in features], pad_token_id)
+    for key in ("start_positions", "end_positions"):
+        batch[key] = torch.tensor([feature[key] for feature in features])
+    return batch
+
+
+@pytest.mark.parametrize("family", [BERT, ROBERTA], ids=lambda family: family.name)
+def test_answer_ranking_in_question_answering_training(tmp_path, family):
+    torch.manual_seed(0)
+    model = family.classes["qa"][0](family.config(retention_ratio=0.5, num_labels=2))
+    args = make_args(
+        tmp_path,
+        selection_training="topk",
+        distillation_weight=0.0,
+        distillation_ranking_weight=3.0,
+        distillation_ranking_target="answer",
+        max_steps=3,
+    )
+    trainer = RetentionTrainer(
+        model=model,
+        args=args,
+        train_dataset=qa_dataset(),
+        data_collator=lambda features: qa_collate(features, family.pad_token_id),
+    )
+    assert trainer.teacher_model.config._attn_implementation != "eager", "the answer target reads no attention"
+    before = {n: p.clone() for n, p in trainer.model.named_parameters() if ".gates." in n}
+    trainer.train()
+    logs = train_logs(trainer)
+    assert len(logs) == 3
+    for entry in logs:
+        assert entry["ranking_distillation_loss"] > 0
+        assert entry["loss"] == pytest.approx(entry["task_loss"] + 3.0 * entry["ranking_distillation_loss"], rel=1e-4)
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if ".gates." in n)
+
+
+def test_answer_ranking_needs_a_question_answering_head(tmp_path):
+    with pytest.raises(ValueError, match="distillation_ranking_target='answer' ranks by the teacher's start and end"):
+        make_trainer(
+            tmp_path, retention_ratio=0.5, distillation_ranking_weight=1.0, distillation_ranking_target="answer"
+        )
+    with pytest.raises(ValueError, match="distillation_ranking_target must be one of .*, got 'gold'"):
+        make_args(tmp_path, distillation_ranking_target="gold")
+
+
 @pytest.mark.parametrize("family", [BERT, ROBERTA], ids=lambda family: family.name)
 @pytest.mark.parametrize("topk", [False, True])
 def test_training_reports_every_gates_scores_and_candidates(family, topk):

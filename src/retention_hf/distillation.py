@@ -106,6 +106,25 @@ def attention_rollout(
     return tuple(reversed(importance))
 
 
+def answer_importance(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, attention_mask: torch.Tensor, num_layers: int
+) -> tuple[torch.Tensor, ...]:
+    """The teacher's answer distribution as every gate's ranking target (extractive QA): ``(batch, seq)``, the mean
+    of ``softmax(start_logits)`` and ``softmax(end_logits)`` over each row's real tokens, once per layer.
+
+    Attention rollout ranks the tokens the whole output draws on; a QA head reads two positions, and a token it
+    reads is lost when a gate drops it before the last layers (a restored token carries the representation it
+    had when it was dropped). This target puts the answer's boundaries, as the dense model sees them, at the top of
+    every gate's ranking, so the gates learn to keep them; the rest of the ranking is left to the task gradient.
+    It needs no label, so windows without the answer learn the teacher's runner-up candidates.
+    """
+    mask = attention_mask.bool()
+    probabilities = [
+        F.softmax(logits.float().masked_fill(~mask, -1e4), dim=-1) for logits in (start_logits, end_logits)
+    ]
+    return ((probabilities[0] + probabilities[1]) / 2 * mask,) * num_layers
+
+
 _EXCLUDED = -1e9  # the logit of a slot a gate cannot drop
 
 

@@ -23,6 +23,7 @@ from transformers.utils import logging
 from .budget import BudgetController
 from .configuration_retention import RetentionConfig
 from .distillation import (
+    answer_importance,
     attention_rollout,
     distillation_loss,
     hidden_state_distillation_loss,
@@ -203,7 +204,21 @@ class RetentionTrainer(Trainer):
         if self.distillation_weight > 0 or args.distillation_hidden_weight > 0 or args.distillation_ranking_weight > 0:
             self.teacher_model = teacher_model if teacher_model is not None else _frozen_dense_copy(model)
             self.teacher_model.to(self.args.device).eval().requires_grad_(False)
-        if args.distillation_ranking_weight > 0 and self.teacher_model.config._attn_implementation != "eager":
+        self._ranks_by_rollout = args.distillation_ranking_target == "attention_rollout"
+        if (
+            args.distillation_ranking_weight > 0
+            and not self._ranks_by_rollout
+            and _head(model) != "ForQuestionAnswering"
+        ):
+            raise ValueError(
+                f"distillation_ranking_target='answer' ranks by the teacher's start and end logits, which only a "
+                f"question-answering head has; {type(model).__name__} has none: use 'attention_rollout'"
+            )
+        if (
+            args.distillation_ranking_weight > 0
+            and self._ranks_by_rollout
+            and self.teacher_model.config._attn_implementation != "eager"
+        ):
             # the rollout reads attention probabilities, which only eager attention returns
             logger.info("ranking distillation: the teacher runs with eager attention to return its attention")
             self.teacher_model.set_attn_implementation("eager")
@@ -290,7 +305,9 @@ class RetentionTrainer(Trainer):
         # no gate scores where the step ran dense (retention off, or a budget target of 1)
         ranking_weight = self.args.distillation_ranking_weight if outputs.get("gate_scores") is not None else 0.0
         if weight > 0 or distil_hidden or ranking_weight > 0:
-            teacher_outputs = self._teacher_outputs(inputs, output_attentions=ranking_weight > 0)
+            teacher_outputs = self._teacher_outputs(
+                inputs, output_attentions=ranking_weight > 0 and self._ranks_by_rollout
+            )
             if weight > 0:
                 distillation = self._normalise(self._distillation(outputs, teacher_outputs, inputs), scaled)
                 self._record("distillation_loss", distillation, divisor)
@@ -303,10 +320,7 @@ class RetentionTrainer(Trainer):
                 self._record("hidden_distillation_loss", hidden, divisor)
                 loss = loss + self.args.distillation_hidden_weight * hidden
             if ranking_weight > 0:
-                attentions = teacher_outputs["attentions"]
-                importance = attention_rollout(
-                    attentions, self._padding_mask(inputs, attentions[0].shape[-1]), self._rollout_reads
-                )
+                importance = self._ranking_importance(teacher_outputs, inputs, len(outputs["gate_scores"]))
                 ranking = ranking_distillation_loss(outputs["gate_scores"], outputs["gate_positions"], importance)
                 ranking = self._normalise(ranking, scaled)
                 self._record("ranking_distillation_loss", ranking, divisor)
@@ -358,6 +372,17 @@ class RetentionTrainer(Trainer):
             teacher_inputs["output_attentions"] = True
         with torch.no_grad():
             return self.teacher_model(**teacher_inputs)
+
+    def _ranking_importance(self, teacher_outputs, inputs, num_layers: int) -> tuple[torch.Tensor, ...]:
+        """Every layer's ranking target (``distillation_ranking_target``): the teacher's attention rollout, or its
+        answer distribution."""
+        if not self._ranks_by_rollout:
+            start = teacher_outputs["start_logits"]
+            return answer_importance(
+                start, teacher_outputs["end_logits"], self._padding_mask(inputs, start.shape[1]), num_layers
+            )
+        attentions = teacher_outputs["attentions"]
+        return attention_rollout(attentions, self._padding_mask(inputs, attentions[0].shape[-1]), self._rollout_reads)
 
     def _padding_mask(self, inputs, seq_len: int) -> torch.Tensor:
         mask = inputs.get("attention_mask")

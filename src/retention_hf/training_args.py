@@ -172,6 +172,14 @@ class RetentionTrainingArguments(TrainingArguments):
             "only). Needs a teacher: teacher_model, or the frozen dense copy of the start model."
         },
     )
+    distillation_ranking_target: str = field(
+        default="attention_rollout",
+        metadata={
+            "help": "what ranking distillation teaches every gate: 'attention_rollout' (how much the teacher's "
+            "output draws on each token) or, for extractive QA, 'answer' (the teacher's start and end "
+            "probabilities: the tokens a QA head reads, which a gate must not drop early)."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -186,6 +194,7 @@ class RetentionTrainingArguments(TrainingArguments):
             ("selection_training", ("topk", "hard_concrete")),
             ("budget_cost", ("probability", "l0")),
             ("retention_ratio_sampling", ("uniform", "sandwich")),
+            ("distillation_ranking_target", ("attention_rollout", "answer")),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")

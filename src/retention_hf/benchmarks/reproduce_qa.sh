@@ -11,7 +11,11 @@
 #   QA_RETENTION_TRAIN=30000 bash src/retention_hf/benchmarks/reproduce_qa.sh   # retention fine-tunes on 30,000
 #   bash src/retention_hf/benchmarks/reproduce_qa.sh ablation   # rho 0.3 rows from the same dense model, each
 #     on QA_RETENTION_TRAIN questions and scored on squad-val's 10 held-out articles: the table's rho 0.3 model
-#     (the default recipe), the first gate after layer 0 instead of before it, query-aware gates, and both
+#     (the default recipe), the first gate after layer 0 instead of before it, query-aware gates, both, and gates
+#     taught the dense model's answer distribution (distillation_ranking_target=answer), with and without
+#     query-aware gates
+#   QA_ROWS="ablation-answer" bash src/retention_hf/benchmarks/reproduce_qa.sh ablation   # only these rows; the
+#     table keeps the other rows' results already in results/ (from the same dense model: seed 0 reproduces it)
 #   QA_DATA=squad-tiny QA_EVAL=squad-tiny bash src/retention_hf/benchmarks/reproduce_qa.sh   # a smoke run (shipped data)
 #
 # The table and each model's eval_results.json (renamed <model>.json), with wall_times.txt, are copied to
@@ -74,34 +78,43 @@ evaluate dense --retention false  # before the retention models: a weak dense mo
 ROWS=("rho0.5 0.5" "rho0.3 0.3")
 if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the table's rho 0.3 model, reused
   ROWS=("rho0.3 0.3" "ablation-gate1 0.3 --retention_first_gated_layer 1" "ablation-query 0.3 --retention_scorer_query true"
-    "ablation-query-gate1 0.3 --retention_scorer_query true --retention_first_gated_layer 1")
+    "ablation-query-gate1 0.3 --retention_scorer_query true --retention_first_gated_layer 1"
+    "ablation-query-answer 0.3 --retention_scorer_query true --distillation_ranking_weight 1 --distillation_ranking_target answer"
+    "ablation-answer 0.3 --distillation_ranking_weight 1 --distillation_ranking_target answer")
 fi
-MODELS=()
+mkdir -p "$RESULTS"
+MODELS=()  # every row, in order, as NAME|FLAGS for the table
 for row in "${ROWS[@]}"; do
   read -r name rho flags <<< "$row"
+  MODELS+=("$name|$flags")
+  if [ -n "${QA_ROWS:-}" ] && [[ " $QA_ROWS " != *" $name "* ]]; then continue; fi
   # shellcheck disable=SC2086  # the row's flags split into words on purpose
   train "$name" --model_name_or_path "$RUNS/dense" --retention_ratio "$rho" --protect_question --learning_rate 2e-5 \
     --warmup_steps 0.06 --retention_count_rounding budget --max_train_samples "$QA_RETENTION_TRAIN" $flags
   evaluate "$name" --answer_profile --max_timing_samples "$QA_TIMING"
-  MODELS+=("$name")
+  cp "$RUNS/eval-$QA_EVAL-$name/eval_results.json" "$RESULTS/$name.json"
 done
-mkdir -p "$RESULTS"
-for name in dense "${MODELS[@]}"; do cp "$RUNS/eval-$QA_EVAL-$name/eval_results.json" "$RESULTS/$name.json"; done
-cp "$RUNS/wall_times.txt" "$RESULTS/wall_times.txt"
-"$PY" - "$RUNS/eval-$QA_EVAL" "$MODE" "$QA_DATA" "$QA_EVAL" "$QA_TRAIN" "$QA_RETENTION_TRAIN" "${MODELS[@]}" \
-  <<'PYTHON' | tee "$RESULTS/results.md"
+cp "$RUNS/eval-$QA_EVAL-dense/eval_results.json" "$RESULTS/dense.json"
+if [ -n "${QA_ROWS:-}" ]; then  # the other rows' wall times stay
+  { echo "# QA_ROWS=\"$QA_ROWS\", $(date -u +%F)"; cat "$RUNS/wall_times.txt"; } >> "$RESULTS/wall_times.txt"
+else cp "$RUNS/wall_times.txt" "$RESULTS/wall_times.txt"; fi
+"$PY" - "$RESULTS" "$MODE" "$QA_DATA" "$QA_EVAL" "$QA_TRAIN" "$QA_RETENTION_TRAIN" "${MODELS[@]}" \
+  <<'PYTHON' | tee "$RUNS/results-$MODE.md" && cp "$RUNS/results-$MODE.md" "$RESULTS/results.md"
 import json, sys
 from pathlib import Path
-prefix, mode, data, evaluated, dense_train, retention_train, *models = sys.argv[1:]
+results, mode, data, evaluated, dense_train, retention_train, *rows = sys.argv[1:]
+flags = dict(row.split("|", 1) for row in rows)
+models = [name for name in flags if Path(results, f"{name}.json").exists()]  # the rows scored so far
 def read(name):
-    return json.loads(Path(f"{prefix}-{name}", "eval_results.json").read_text())
+    return json.loads(Path(results, f"{name}.json").read_text())
 dense = read("dense")
 trained_on = {"squad": "SQuAD v1.1 train", "squad-val": "SQuAD v1.1 train less the 10 articles squad-val holds out"}
 scored_on = {"squad": "the official SQuAD v1.1 dev set", "squad-val": "squad-val's 10 held-out train articles"}
 print(f"# Extractive QA: trained on {trained_on.get(data, data + ' train')}, scored on "
       f"{scored_on.get(evaluated, evaluated + ' eval')} ({dense['eval_questions']:,} questions)\n")
 print(f"all-MiniLM-L6-v2; the dense model fine-tuned on {int(dense_train):,} train questions, each retention model from it on "
-      f"{int(retention_train):,} (question protected, the default recipe); 384 tokens, stride 128. Made by "
+      f"{int(retention_train):,} (question protected, the default recipe plus each row's flags, below); 384 tokens, "
+      "stride 128. Made by "
       f"`{'QA_DATA=' + data + ' ' if data != 'squad-val' else ''}bash src/retention_hf/benchmarks/reproduce_qa.sh"
       f"{' ablation' if mode == 'ablation' else ''}`; `<model>.json` are the evaluations' eval_results.json, "
       "`wall_times.txt` the wall time of each step.\n")
@@ -117,6 +130,10 @@ for name in ("dense", *models):
     speed = r["eval_questions_per_second"] / dense["eval_questions_per_second"]
     print(f"| {name} | {r['eval_exact_match']:.2f} | {r['eval_f1']:.2f} | {100 * r['eval_f1'] / max(dense['eval_f1'], 1e-9):.1f} % "
           f"| {r['eval_keep_ratio']:.3f} | {r['eval_questions_per_second']:.1f} | {speed:.2f}x | {off[0]} | {off[1]} |")
+if any(flags[name] for name in models):
+    print("\nEach row's flags, on top of the default recipe:\n")
+    for name in models:
+        print(f"- {name}: {'`' + flags[name] + '`' if flags[name] else 'none'}")
 for name in models:  # where the F1 is lost (retention_hf.answer_profile)
     r = read(name)
     print(f"\n{name}: questions by the layer that dropped their answer ({on})\n")
