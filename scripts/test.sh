@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up a virtual environment and run the test suite (ruff, then pytest). Extra arguments go to pytest.
+# Set up a virtual environment and run the test suite (ruff, then pytest). Extra arguments go to pytest;
+# TEST_WORKERS=0 runs it in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -12,4 +13,5 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
 fi
 "$VENV/bin/python" -m ruff check src tests examples model_cards
 "$VENV/bin/python" -m ruff format --check src tests examples model_cards
-"$VENV/bin/python" -m pytest "$@"
+# one worker process per core (pytest-xdist); each file's tests stay in one worker, so module fixtures are built once
+"$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-auto}" --dist loadfile "$@"
