@@ -371,6 +371,7 @@ def test_token_classification_recipe_lines_up_tags_with_tokens(tmp_path, capsys)
             f"--model_name_or_path={checkpoint}",
             "--dataset=squad-tiny",
             "--retention_ratio=0.3",
+            "--protect_question",
             "--max_seq_length=96",
             "--max_steps=2",
             "--per_device_train_batch_size=8",
@@ -384,3 +385,5 @@ def test_token_classification_recipe_lines_up_tags_with_tokens(tmp_path, capsys)
     assert results["eval_questions"] == 6
     assert all(0 <= results[key] <= 1 for key in ("eval_precision", "eval_recall", "eval_f1", "eval_f1_retention_off"))
     assert "\nQ: " in capsys.readouterr().out
+    saved = AutoConfig.from_pretrained(tmp_path / "out")
+    assert saved.retention_protect_first_segment and saved.retention_protected_token_ids == [102]

@@ -45,6 +45,7 @@ from .steps import (
     first_examples,
     load_retention_model,
     parse_arguments,
+    question_protection,
     selected_phases,
     train_and_save,
     write_results,
@@ -83,12 +84,7 @@ class QADataArguments:
 
 
 def build_model(model_args: ModelArguments, data_args: QADataArguments, tokenizer):
-    protection = {}
-    if data_args.protect_question:
-        protection = {
-            "retention_protect_first_segment": True,
-            "retention_protected_token_ids": [tokenizer.sep_token_id],
-        }
+    protection = question_protection(tokenizer) if data_args.protect_question else {}
     return load_retention_model(
         model_args,
         {"bert": RetentionBertForQuestionAnswering, "roberta": RetentionRobertaForQuestionAnswering},

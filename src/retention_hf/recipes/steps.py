@@ -146,6 +146,12 @@ def load_retention_model(
     return model
 
 
+def question_protection(tokenizer) -> dict[str, object]:
+    """Config overrides that never drop the question (the first segment) or the [SEP] after it, so that only the
+    context competes for the budget: a reader that lost part of the question cannot tell which span it asks for."""
+    return {"retention_protect_first_segment": True, "retention_protected_token_ids": [tokenizer.sep_token_id]}
+
+
 def throughput(trainer: RetentionTrainer, dataset) -> tuple[dict[str, float], float]:
     """Evaluate once and return the metrics and the examples per second of the prediction loop."""
     start = time.perf_counter()
