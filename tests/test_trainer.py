@@ -798,10 +798,54 @@ def test_answer_ranking_in_question_answering_training(tmp_path, family):
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if ".gates." in n)
 
 
-def test_answer_ranking_needs_a_question_answering_head(tmp_path):
-    with pytest.raises(ValueError, match="distillation_ranking_target='answer' ranks by the teacher's start and end"):
+def test_tagged_importance_is_the_teachers_probability_of_a_label_but_outside():
+    from retention_hf.distillation import tagged_importance
+
+    # labels: 0 = B, 1 = O, 2 = I; the outside label need not be 0
+    logits = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 5.0, 0.0], [3.0, 0.0, 1.0], [9.0, 0.0, 0.0]]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    importance = tagged_importance(logits, outside_label=1, attention_mask=mask, num_layers=2)
+    assert len(importance) == 2 and importance[0] is importance[1]
+    tagged = 1 - torch.softmax(logits[0, :3], dim=-1)[:, 1]
+    torch.testing.assert_close(importance[0][0, :3], tagged / tagged.sum())
+    assert importance[0][0, 3].item() == 0.0, "padding is never a target, however sure the teacher is"
+    assert importance[0][0].argmax().item() == 2 and importance[0][0].argmin().item() in (1, 3)
+    torch.testing.assert_close(importance[0].sum(dim=1), torch.ones(1))
+
+
+@pytest.mark.parametrize("family", [BERT, ROBERTA], ids=lambda family: family.name)
+def test_answer_ranking_in_token_classification_training(tmp_path, family):
+    bio = {"id2label": {0: "B", 1: "O", 2: "I"}, "label2id": {"B": 0, "O": 1, "I": 2}}
+    trainer = make_trainer(
+        tmp_path,
+        family=family,
+        task="token",
+        model_config={"retention_ratio": 0.5, **bio},
+        selection_training="topk",
+        distillation_weight=0.0,
+        distillation_ranking_weight=2.0,
+        distillation_ranking_target="answer",
+        max_steps=2,
+    )
+    assert trainer._outside_label == 1
+    trainer.train()
+    logs = train_logs(trainer)
+    assert len(logs) == 2
+    for entry in logs:
+        assert entry["ranking_distillation_loss"] > 0
+        assert entry["loss"] == pytest.approx(entry["task_loss"] + 2.0 * entry["ranking_distillation_loss"], rel=1e-4)
+
+
+def test_answer_ranking_needs_a_head_that_answers_with_tokens(tmp_path):
+    with pytest.raises(ValueError, match="ranks by the tokens the head answers with: .* RetentionBertForSequence"):
         make_trainer(
             tmp_path, retention_ratio=0.5, distillation_ranking_weight=1.0, distillation_ranking_target="answer"
+        )
+    tagger = BERT.classes["token"][0](BERT.config(retention_ratio=0.5, num_labels=2))  # LABEL_0, LABEL_1
+    with pytest.raises(ValueError, match=r"the labels have no 'O': \['LABEL_0', 'LABEL_1'\]"):
+        RetentionTrainer(
+            model=tagger,
+            args=make_args(tmp_path, distillation_ranking_weight=1.0, distillation_ranking_target="answer"),
         )
     with pytest.raises(ValueError, match="distillation_ranking_target must be one of .*, got 'gold'"):
         make_args(tmp_path, distillation_ranking_target="gold")

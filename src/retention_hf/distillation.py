@@ -125,6 +125,22 @@ def answer_importance(
     return ((probabilities[0] + probabilities[1]) / 2 * mask,) * num_layers
 
 
+def tagged_importance(
+    logits: torch.Tensor, outside_label: int, attention_mask: torch.Tensor, num_layers: int
+) -> tuple[torch.Tensor, ...]:
+    """The teacher's tagged tokens as every gate's ranking target (token classification): ``(batch, seq)``, the
+    probability the teacher gives each real token of any label but ``outside_label`` (the ``"O"`` of BIO tagging),
+    normalised over the row's real tokens, once per layer.
+
+    A tagger reads every position, but the positions it labels as something are few (an entity, an answer) and
+    are the ones a gate must keep: a dropped token is labelled from the representation it had when it was
+    dropped. This is :func:`answer_importance` for a token-classification head.
+    """
+    mask = attention_mask.bool()
+    tagged = (1.0 - F.softmax(logits.float(), dim=-1)[..., outside_label]) * mask
+    return (tagged / tagged.sum(dim=1, keepdim=True).clamp(min=1e-12),) * num_layers
+
+
 _EXCLUDED = -1e9  # the logit of a slot a gate cannot drop
 
 

@@ -28,6 +28,7 @@ from .distillation import (
     distillation_loss,
     hidden_state_distillation_loss,
     ranking_distillation_loss,
+    tagged_importance,
 )
 from .model_card import RetentionModelCardData, write_model_card
 from .training_args import DEFAULT_DISTILLATION_WEIGHT, RetentionTrainingArguments
@@ -57,6 +58,28 @@ DISTILLABLE_HEADS = ("ForSequenceClassification", "ForTokenClassification", "For
 def _head(model: torch.nn.Module) -> str | None:
     name = type(model).__name__
     return name[name.index("For") :] if "For" in name else None
+
+
+def _outside_label(model: torch.nn.Module) -> int | None:
+    """What ``distillation_ranking_target='answer'`` ranks by, checked before training: ``None`` for a question-
+    answering head (the teacher's start and end probabilities), the id of the ``"O"`` label for a tagger (the
+    teacher's probability of any other label). Any other head has no answer to keep."""
+    head = _head(model)
+    if head == "ForQuestionAnswering":
+        return None
+    if head == "ForTokenClassification":
+        label2id = model.config.label2id
+        if "O" not in label2id:
+            raise ValueError(
+                f"distillation_ranking_target='answer' on a token-classification head ranks by the teacher's "
+                f"probability of any label but the outside label 'O', and the labels have no 'O': {sorted(label2id)}"
+            )
+        return int(label2id["O"])
+    raise ValueError(
+        "distillation_ranking_target='answer' ranks by the tokens the head answers with: the teacher's start and end "
+        f"logits (question answering) or its tagged tokens (token classification); {type(model).__name__} has "
+        "neither: use 'attention_rollout'"
+    )
 
 
 def _has_fine_tuned_head(model: torch.nn.Module) -> bool:
@@ -205,15 +228,9 @@ class RetentionTrainer(Trainer):
             self.teacher_model = teacher_model if teacher_model is not None else _frozen_dense_copy(model)
             self.teacher_model.to(self.args.device).eval().requires_grad_(False)
         self._ranks_by_rollout = args.distillation_ranking_target == "attention_rollout"
-        if (
-            args.distillation_ranking_weight > 0
-            and not self._ranks_by_rollout
-            and _head(model) != "ForQuestionAnswering"
-        ):
-            raise ValueError(
-                f"distillation_ranking_target='answer' ranks by the teacher's start and end logits, which only a "
-                f"question-answering head has; {type(model).__name__} has none: use 'attention_rollout'"
-            )
+        self._outside_label = None
+        if args.distillation_ranking_weight > 0 and not self._ranks_by_rollout:
+            self._outside_label = _outside_label(model)
         if (
             args.distillation_ranking_weight > 0
             and self._ranks_by_rollout
@@ -376,6 +393,11 @@ class RetentionTrainer(Trainer):
     def _ranking_importance(self, teacher_outputs, inputs, num_layers: int) -> tuple[torch.Tensor, ...]:
         """Every layer's ranking target (``distillation_ranking_target``): the teacher's attention rollout, or its
         answer distribution."""
+        if not self._ranks_by_rollout and self._outside_label is not None:
+            logits = teacher_outputs["logits"]
+            return tagged_importance(
+                logits, self._outside_label, self._padding_mask(inputs, logits.shape[1]), num_layers
+            )
         if not self._ranks_by_rollout:
             start = teacher_outputs["start_logits"]
             return answer_importance(

@@ -176,8 +176,9 @@ class RetentionTrainingArguments(TrainingArguments):
         default="attention_rollout",
         metadata={
             "help": "what ranking distillation teaches every gate: 'attention_rollout' (how much the teacher's "
-            "output draws on each token) or, for extractive QA, 'answer' (the teacher's start and end "
-            "probabilities: the tokens a QA head reads, which a gate must not drop early)."
+            "output draws on each token) or 'answer', the tokens a token-level head answers with, which a gate "
+            "must not drop early: for extractive QA the teacher's start and end probabilities, for token "
+            "classification its probability of any label but 'O'."
         },
     )
 
