@@ -769,6 +769,18 @@ def qa_collate(features, pad_token_id=0):
     return batch
 
 
+def assert_ranking_loss_added(trainer, steps, weight):
+    """Every logged step of a run with answer ranking and no other extra term: a positive ranking loss, added to the
+    task loss at ``weight``."""
+    logs = train_logs(trainer)
+    assert len(logs) == steps
+    for entry in logs:
+        assert entry["ranking_distillation_loss"] > 0
+        assert entry["loss"] == pytest.approx(
+            entry["task_loss"] + weight * entry["ranking_distillation_loss"], rel=1e-4
+        )
+
+
 @pytest.mark.parametrize("family", [BERT, ROBERTA], ids=lambda family: family.name)
 def test_answer_ranking_in_question_answering_training(tmp_path, family):
     torch.manual_seed(0)
@@ -790,11 +802,7 @@ def test_answer_ranking_in_question_answering_training(tmp_path, family):
     assert trainer.teacher_model.config._attn_implementation != "eager", "the answer target reads no attention"
     before = {n: p.clone() for n, p in trainer.model.named_parameters() if ".gates." in n}
     trainer.train()
-    logs = train_logs(trainer)
-    assert len(logs) == 3
-    for entry in logs:
-        assert entry["ranking_distillation_loss"] > 0
-        assert entry["loss"] == pytest.approx(entry["task_loss"] + 3.0 * entry["ranking_distillation_loss"], rel=1e-4)
+    assert_ranking_loss_added(trainer, steps=3, weight=3.0)
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if ".gates." in n)
 
 
@@ -829,11 +837,7 @@ def test_answer_ranking_in_token_classification_training(tmp_path, family):
     )
     assert trainer._outside_label == 1
     trainer.train()
-    logs = train_logs(trainer)
-    assert len(logs) == 2
-    for entry in logs:
-        assert entry["ranking_distillation_loss"] > 0
-        assert entry["loss"] == pytest.approx(entry["task_loss"] + 2.0 * entry["ranking_distillation_loss"], rel=1e-4)
+    assert_ranking_loss_added(trainer, steps=2, weight=2.0)
 
 
 def test_answer_ranking_needs_a_head_that_answers_with_tokens(tmp_path):

@@ -391,20 +391,22 @@ class RetentionTrainer(Trainer):
             return self.teacher_model(**teacher_inputs)
 
     def _ranking_importance(self, teacher_outputs, inputs, num_layers: int) -> tuple[torch.Tensor, ...]:
-        """Every layer's ranking target (``distillation_ranking_target``): the teacher's attention rollout, or its
-        answer distribution."""
-        if not self._ranks_by_rollout and self._outside_label is not None:
+        """Every layer's ranking target (``distillation_ranking_target``): the teacher's attention rollout, or what
+        its head answers with (start and end distribution, or tagged tokens)."""
+        if self._ranks_by_rollout:
+            attentions = teacher_outputs["attentions"]
+            return attention_rollout(
+                attentions, self._padding_mask(inputs, attentions[0].shape[-1]), self._rollout_reads
+            )
+        if self._outside_label is not None:
             logits = teacher_outputs["logits"]
             return tagged_importance(
                 logits, self._outside_label, self._padding_mask(inputs, logits.shape[1]), num_layers
             )
-        if not self._ranks_by_rollout:
-            start = teacher_outputs["start_logits"]
-            return answer_importance(
-                start, teacher_outputs["end_logits"], self._padding_mask(inputs, start.shape[1]), num_layers
-            )
-        attentions = teacher_outputs["attentions"]
-        return attention_rollout(attentions, self._padding_mask(inputs, attentions[0].shape[-1]), self._rollout_reads)
+        start = teacher_outputs["start_logits"]
+        return answer_importance(
+            start, teacher_outputs["end_logits"], self._padding_mask(inputs, start.shape[1]), num_layers
+        )
 
     def _padding_mask(self, inputs, seq_len: int) -> torch.Tensor:
         mask = inputs.get("attention_mask")
