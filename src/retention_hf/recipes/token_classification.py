@@ -12,14 +12,15 @@ input_ids.shape``), reports token precision / recall / F1 of the answer class wi
 ``f1`` metric, and prints a few eval contexts with the predicted answer tokens in [brackets], mapped
 back to characters through the offset mapping. ``--protect_question`` never drops the question, as in QA.
 
-Answer tokens are about 2 % of the context tokens: a tagger fine-tuned for a few hundred steps from a sentence
+Answer tokens are a small share of the context tokens: a tagger fine-tuned for a few hundred steps from a sentence
 encoder learns to predict O everywhere. Start from an encoder that already reads questions against contexts (a
 dense QA model), train the dense tagger first, then the retention tagger from it (which distils from it):
 
     retention-hf train --task token-classification --model_name_or_path runs/qa-dense --retention false \
         --output_dir runs/tag-dense
     retention-hf train --task token-classification --model_name_or_path runs/tag-dense --retention_ratio 0.5 \
-        --protect_question --learning_rate 2e-5 --output_dir runs/tag-r50
+        --protect_question --learning_rate 2e-5 --distillation_ranking_weight 3 --distillation_ranking_target answer \
+        --output_dir runs/tag-r50
     retention-hf train --task token-classification --dataset squad-tiny --max_steps 10 --output_dir runs/tag-smoke
 """
 
