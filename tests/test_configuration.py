@@ -61,6 +61,7 @@ def test_defaults(family):
         ("retention_schedule", [1.0, 0.0, 0.5, 0.5], r"retention_schedule\[1\] must be a number in \(0, 1\], got 0.0"),
         ("retention_learned_schedule", [1.0, 1.5], r"retention_learned_schedule\[1\]"),
         ("retention_first_gated_layer", -1, r"retention_first_gated_layer must be an integer >= 0, got -1"),
+        ("retention_scorer_match_window", -1, r"retention_scorer_match_window must be an integer >= 0, got -1"),
         (
             "retention_scorer",
             "lstm",

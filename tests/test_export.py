@@ -102,8 +102,8 @@ def test_roberta_classifier_parity_without_token_types(exports):
 
 
 def test_question_answering_parity_with_protected_question(exports):
-    """Start/end logits over every position: the restore of dropped tokens is in the graph too, and so is the
-    query-aware scorers' pooling of the question."""
+    """Start/end logits over every position: the restore of dropped tokens is in the graph too, and so are the
+    query-aware scorers' pooling of the question and their question-word match (its window is a CumSum)."""
     model, path = exports(
         BERT,
         rh.RetentionBertForQuestionAnswering,
@@ -112,6 +112,8 @@ def test_question_answering_parity_with_protected_question(exports):
         retention_protect_first_segment=True,
         retention_protected_token_ids=[4],
         retention_scorer_query=True,
+        retention_scorer_question_match=True,
+        retention_scorer_match_window=2,
     )
     assert ORTModel(path).output_names == ["start_logits", "end_logits", "kept_counts"]
     session = ORTModel(path)

@@ -6,12 +6,14 @@ import torch
 from retention_hf.gates import (
     ContextScorer,
     MLPScorer,
+    QuestionMatch,
     decayed_prefix_sum,
     gather_slots,
     hard_concrete_sample,
     scatter_to_positions,
     scheduled_keep_counts,
     select_kept_slots,
+    window_sum,
 )
 
 
@@ -216,3 +218,33 @@ def test_a_query_aware_scorer_reads_the_pooled_query():
         scorer(hidden, alive)
     mlp = MLPScorer(hidden_size=8, scorer_size=4, query=True)
     assert mlp(hidden, alive, query).shape == (2, 6)
+
+
+@pytest.mark.parametrize("window", [0, 1, 3, 9])
+def test_window_sum_matches_a_loop(window):
+    values = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+    expected = torch.stack(
+        [values[:, max(0, t - window) : t + window + 1].sum(dim=1) for t in range(values.shape[1])], dim=1
+    )
+    torch.testing.assert_close(window_sum(values, window), expected, rtol=0, atol=1e-6)
+
+
+def test_question_match_counts_question_words_in_the_window():
+    """Orthonormal states: positions 0-1 are the question, position 3 repeats its first word; window 1."""
+    basis = torch.eye(8)
+    hidden_states = torch.stack([basis[0], basis[1], basis[2], basis[0], basis[4], basis[5]]).unsqueeze(0)
+    query_mask = torch.tensor([[True, True, False, False, False, False]])
+    alive = torch.ones(1, 6, dtype=torch.bool)
+    match = QuestionMatch(window=1)
+    close = torch.sigmoid(torch.tensor(50.0 * (1.0 - 0.9))).item()  # a state equal to a question word's
+    # only position 3 counts (distinct states give sigmoid(-45), below 1e-19; the question does not count itself)
+    windows = [0.0, 0.0, close, close, close, 0.0]
+    expected = torch.log1p(torch.tensor([windows]))
+    torch.testing.assert_close(match(hidden_states, alive, query_mask), expected, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        match.match_scale.fill_(2.0)
+    torch.testing.assert_close(match(hidden_states, alive, query_mask), 2 * expected)
+    alive[0, 3] = False  # a dead token does not count
+    torch.testing.assert_close(match(hidden_states, alive, query_mask), torch.zeros(1, 6), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="needs the query tokens' mask"):
+        match(hidden_states, alive, None)

@@ -657,6 +657,53 @@ def test_threshold_selection_keeps_tokens_above_the_threshold(family):
     assert outputs.kept_counts[:, -1].tolist() != [20, 11], "the threshold drops tokens"
 
 
+@pytest.mark.parametrize("scorer", ["context", "mlp"])
+def test_question_match_keeps_the_context_around_a_repeated_question_word(family, scorer):
+    """Question [CLS] 7 8 [SEP]; the context repeats word 8 at position 14. With the word embeddings scaled up (so
+    a repeated word has the same state at any position) and a large match scale, the first gate keeps the window of
+    2 around it, which the same model without the match does not."""
+    inputs = family.inputs([20] * 2, seed=5)
+    inputs["input_ids"][:, 1:4] = torch.tensor([7, 8, 4])
+    inputs["input_ids"][:, 4:] = torch.arange(30, 46)
+    inputs["input_ids"][0, 14] = 8
+
+    def first_layer_kept(match: bool) -> list[set[int]]:
+        model = make_model(
+            family,
+            "qa",
+            retention_ratio=0.5,
+            retention_scorer=scorer,
+            retention_scorer_question_match=match,
+            retention_scorer_match_window=2,
+            retention_protect_first_segment=True,
+            retention_protected_token_ids=[4],
+        )
+        with torch.no_grad():
+            model.base_model.embeddings.word_embeddings.weight.mul_(100.0)
+            for gate in model.base_model.encoder.gates.values():
+                if match:
+                    assert gate.question_match.threshold.item() == pytest.approx(0.9)
+                    gate.question_match.match_scale.fill_(100.0)
+            outputs = model(**inputs)
+        return model, [set(row.tolist()) - {-1} for row in outputs.kept_positions[0]]
+
+    model, kept = first_layer_kept(match=True)
+    assert {0, 1, 2, 3} <= kept[0] and {12, 13, 14, 15, 16} <= kept[0]
+    assert not {12, 13, 14, 15, 16} <= kept[1], "row 1 has no repeated question word"
+    _, blind = first_layer_kept(match=False)
+    assert not {12, 13, 14, 15, 16} <= blind[0]
+    model.train()  # both training modes run with the match
+    model.config.retention_train_with_topk = True
+    assert model(**inputs).start_logits.shape == (2, 20)
+    model.config.retention_train_with_topk = False
+    assert model(**inputs).expected_keep_ratio.shape == (2,)
+    model.config.retention_scorer_question_match = False
+    with pytest.raises(
+        ValueError, match="retention_scorer_question_match=False, but this model's gates were built with"
+    ):
+        model(**inputs)
+
+
 def test_forwards_take_transformers_kwargs_like_stock_bert(family):
     for model_class, *_ in family.classes.values():
         kwargs = inspect.signature(model_class.forward).parameters["kwargs"]

@@ -658,6 +658,44 @@ def test_hidden_state_distillation_in_topk_steps(tmp_path):
     assert all("hidden_distillation_loss" not in entry for entry in train_logs(soft))
 
 
+def test_hidden_state_distillation_in_a_dense_topk_step(tmp_path):
+    """At the start of the budget warm-up a top-k step runs at budget 1, dense, without kept positions: its hidden
+    states are distilled at every real token (a QA run crashed on this with a KeyError)."""
+    torch.manual_seed(0)
+    model = BERT.classes["qa"][0](BERT.config(retention_ratio=0.5, num_labels=2))
+    args = make_args(
+        tmp_path,
+        selection_training="topk",
+        distillation_weight=0.0,
+        distillation_hidden_weight=2.0,
+        budget_warmup_steps=2,
+        max_steps=3,
+    )
+    trainer = RetentionTrainer(
+        model=model,
+        args=args,
+        train_dataset=qa_dataset(),
+        data_collator=lambda features: qa_collate(features, BERT.pad_token_id),
+    )
+    trainer.train()
+    logs = train_logs(trainer)
+    assert [entry["keep_ratio"] == 1.0 for entry in logs] == [True, False, False], "step 1 ran dense"
+    # step 1: the student is still the teacher (no dropout in the tiny config), and every token is compared
+    assert logs[0]["hidden_distillation_loss"] == 0.0
+    assert all(entry["hidden_distillation_loss"] > 0 for entry in logs[1:])
+    for entry in logs:
+        assert entry["loss"] == pytest.approx(entry["task_loss"] + 2.0 * entry["hidden_distillation_loss"], rel=1e-4)
+
+
+def test_every_position_marks_padding():
+    from retention_hf.distillation import every_position
+
+    attention_mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    positions = every_position(attention_mask, num_layers=2)
+    assert len(positions) == 2
+    assert positions[1].tolist() == [[0, 1, 2], [0, 1, -1]]
+
+
 def test_topk_finetune_trains_the_final_steps_with_inference_selection(tmp_path):
     trainer = make_trainer(tmp_path, retention_ratio=0.5, topk_finetune_steps=0.5, max_steps=4)
     encoder = trainer.model.base_model.encoder

@@ -75,6 +75,11 @@ def _check_first_gated_layer(value: Any) -> None:
         raise ValueError(f"retention_first_gated_layer must be an integer >= 0, got {value!r}")
 
 
+def _check_match_window(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"retention_scorer_match_window must be an integer >= 0, got {value!r}")
+
+
 def _check_scorer(value: Any) -> None:
     if value not in SCORER_NAMES:
         raise ValueError(f"retention_scorer must be one of {SCORER_NAMES}, got {value!r}")
@@ -198,6 +203,15 @@ class RetentionConfig:
             ``retention_protect_first_segment``, the question of a QA input, with [CLS] and the separator), so a
             context token is scored with the question in view: ``s_t = v^T tanh(W h_t + U m_{t-1} + Q q) + b``.
             Adds one ``hidden -> width`` projection per gate (``query_proj``).
+        retention_scorer_question_match: Every gate's score adds ``w * log(1 + n_t)``, where ``n_t`` counts the
+            question tokens (the protected ones, as for ``retention_scorer_query``) whose hidden state is close to
+            that of a token within ``retention_scorer_match_window`` alive tokens of ``t`` (a soft count: cosine
+            similarity through a sigmoid around a learned threshold, starting at 0.9), and ``w`` is a learned scale
+            per gate (starting at 1). It is the lexical prior of extractive QA, where the answer sits near words of
+            the question, so that a gate before layer 0 can tell where the answer may be. Costs one ``(n, n)``
+            similarity per gate.
+        retention_scorer_match_window: The half-width, in alive tokens, of ``retention_scorer_question_match``'s
+            window.
         retention_scorer_attention_prior: Every gate's score adds ``w * log a_t``, where ``a_t`` is the attention
             the first token ([CLS] / ``<s>``) pays token ``t`` in the layer the gate feeds (EViT's importance, the
             ``cls_attention`` baseline), computed from that layer's own query and key weights without gradient, and
@@ -283,6 +297,8 @@ class RetentionConfig:
     retention_scorer_hidden_size: int | None = validated_field(_check_scorer_hidden_size, default=None)
     retention_scorer_query: bool = False
     retention_scorer_attention_prior: bool = False
+    retention_scorer_question_match: bool = False
+    retention_scorer_match_window: int = validated_field(_check_match_window, default=15)
     retention_gate_init_bias: float | int = validated_field(_check_gate_bias, default=3.0)
     hard_concrete_beta: float | int = validated_field(_check_beta, default=0.66)
     hard_concrete_gamma: float | int = validated_field(_check_gamma, default=-0.1)

@@ -73,6 +73,14 @@ def hidden_state_distillation_loss(
     return torch.stack(per_layer, dim=1).mean(dim=1)
 
 
+def every_position(attention_mask: torch.Tensor, num_layers: int) -> tuple[torch.Tensor, ...]:
+    """The ``kept_positions`` of a forward pass that dropped nothing: every real position at every layer, ``-1``
+    in padding. A top-k step runs dense at a budget of 1 (the start of the budget warm-up, or a sampled budget of
+    1), and its hidden states are then distilled at every real token."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device).expand_as(attention_mask)
+    return (positions.masked_fill(attention_mask == 0, -1),) * num_layers
+
+
 def attention_rollout(
     attentions: tuple[torch.Tensor, ...], attention_mask: torch.Tensor, read_positions: str = "first"
 ) -> tuple[torch.Tensor, ...]:

@@ -93,6 +93,46 @@ class QueryTerm(nn.Module):
         return self.query_proj(pooled_query(hidden_states, query_mask)).float()
 
 
+def window_sum(values: torch.Tensor, window: int) -> torch.Tensor:
+    """``out[:, t] = values[:, t - window : t + window + 1].sum(1)`` for ``(batch, n)`` values (zeros past the ends),
+    from one cumulative sum, so it traces to ONNX's ``CumSum`` at any length."""
+    length = values.shape[1]
+    prefix = nn.functional.pad(values, (window + 1, window)).cumsum(dim=1)
+    return prefix[:, 2 * window + 1 :] - prefix[:, :length]
+
+
+class QuestionMatch(nn.Module):
+    """``w * log(1 + n_t)``: the extractive-QA prior ``retention_scorer_question_match`` adds to a gate's score.
+
+    ``c_t = sum_q sigmoid(SHARPNESS * (cos(h_t, h_q) - threshold))`` softly counts the question tokens ``q`` (the
+    query mask) whose hidden state is close to that of ``t``, an alive token outside the question, and ``n_t`` sums
+    ``c`` over the slots within ``window`` of ``t``. The answer of a question usually sits in the sentence that repeats its words, which
+    is visible before any layer has run, where the learned scorer alone cannot see the question.
+    ``threshold`` (starting at 0.9) and ``w`` (starting at 1) are learned per gate.
+    """
+
+    SHARPNESS = 50.0
+    INITIAL_THRESHOLD = 0.9  # a word of the question repeated in the context, at the embeddings
+
+    def __init__(self, window: int):
+        super().__init__()
+        self.window = int(window)
+        self.threshold = nn.Parameter(torch.tensor(self.INITIAL_THRESHOLD))
+        self.match_scale = nn.Parameter(torch.ones(()))
+
+    def forward(
+        self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        if query_mask is None:
+            raise ValueError("retention_scorer_question_match needs the query tokens' mask (the protected question)")
+        unit = nn.functional.normalize(hidden_states.float(), dim=-1)
+        similarity = unit @ unit.transpose(1, 2)  # (batch, n, n)
+        close = torch.sigmoid(self.SHARPNESS * (similarity - self.threshold.float()))
+        # the question's own tokens (always kept) would count themselves and lift the context next to them
+        counts = (close * query_mask.unsqueeze(1).float()).sum(dim=-1) * (alive & ~query_mask).float()
+        return self.match_scale.float() * torch.log1p(window_sum(counts, self.window))
+
+
 class ContextScorer(nn.Module):
     """The context-aware scorer of the paper's Eq. 3.
 
@@ -116,6 +156,7 @@ class ContextScorer(nn.Module):
         max_length: int | None = None,
         query: bool = False,
         attention_prior: bool = False,
+        match_window: int | None = None,
     ):
         super().__init__()
         self.decay = float(decay)
@@ -126,18 +167,19 @@ class ContextScorer(nn.Module):
         self.v = nn.Parameter(torch.zeros(scorer_size))
         self.b = nn.Parameter(torch.zeros(()))
         self.attention_prior_scale = nn.Parameter(torch.ones(())) if attention_prior else None
+        self.question_match = QuestionMatch(match_window) if match_window is not None else None
 
     def forward(
         self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Return the logits ``s`` (``(batch, seq)``, float32) for ``hidden_states`` ``(batch, seq, hidden)``;
-        ``query_mask`` marks the tokens a query-aware scorer pools."""
+        ``query_mask`` marks the tokens a query-aware or question-matching scorer reads."""
         token_term = self.token_proj(hidden_states).float()
         context = self._previous_summary(self.context_proj(hidden_states).float(), alive)
         if self.query is not None:
             context = context + self.query(hidden_states, query_mask)
         hidden = torch.tanh(token_term + context + self._extra_context(hidden_states, alive))
-        return hidden @ self.v.float() + self.b.float()
+        return with_question_match(self, hidden @ self.v.float() + self.b.float(), hidden_states, alive, query_mask)
 
     def _previous_summary(self, projected: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """``U m_{t-1}``: the decayed summary of the alive tokens before ``t`` (``m_0 = 0``), already projected."""
@@ -171,23 +213,40 @@ class BidirectionalContextScorer(ContextScorer):
 class MLPScorer(nn.Module):
     """The token-wise scorer drawn in the paper's Figure 1: ``d -> k -> 1`` with a ReLU."""
 
-    def __init__(self, hidden_size: int, scorer_size: int, query: bool = False, attention_prior: bool = False):
+    def __init__(
+        self,
+        hidden_size: int,
+        scorer_size: int,
+        query: bool = False,
+        attention_prior: bool = False,
+        match_window: int | None = None,
+    ):
         super().__init__()
         self.token_proj = nn.Linear(hidden_size, scorer_size)
         self.query = QueryTerm(hidden_size, scorer_size) if query else None
         self.v = nn.Parameter(torch.zeros(scorer_size))
         self.b = nn.Parameter(torch.zeros(()))
         self.attention_prior_scale = nn.Parameter(torch.ones(())) if attention_prior else None
+        self.question_match = QuestionMatch(match_window) if match_window is not None else None
 
     def forward(
         self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        del alive  # token-wise: the other tokens play no role (but the pooled query, when there is one)
+        # token-wise: the other tokens play no role (but the pooled query and the question match, when there are)
         hidden = self.token_proj(hidden_states).float()
         if self.query is not None:
             hidden = hidden + self.query(hidden_states, query_mask)
         hidden = nn.functional.relu(hidden)
-        return hidden @ self.v.float() + self.b.float()
+        return with_question_match(self, hidden @ self.v.float() + self.b.float(), hidden_states, alive, query_mask)
+
+
+def with_question_match(
+    scorer: nn.Module, logits: torch.Tensor, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask
+) -> torch.Tensor:
+    """``logits`` plus the scorer's :class:`QuestionMatch` prior, when it has one."""
+    if scorer.question_match is None:
+        return logits
+    return logits + scorer.question_match(hidden_states, alive, query_mask)
 
 
 # ---------------------------------------------------------------------------------------------- Hard-Concrete

@@ -50,6 +50,7 @@ from .gates import (
     BidirectionalContextScorer,
     ContextScorer,
     MLPScorer,
+    QuestionMatch,
     alive_first,
     first_token_attention,
     gather_slots,
@@ -151,6 +152,7 @@ ATTENTION_PRIOR_FLOOR = 1e-6  # log a_t of a token nobody attends to: finite, so
 
 
 def build_scorer(config: RetentionConfig) -> nn.Module:
+    match_window = config.retention_scorer_match_window if config.retention_scorer_question_match else None
     if config.retention_scorer in ("context", "bidirectional"):
         scorer_class = ContextScorer if config.retention_scorer == "context" else BidirectionalContextScorer
         return scorer_class(
@@ -160,12 +162,14 @@ def build_scorer(config: RetentionConfig) -> nn.Module:
             max_length=config.max_position_embeddings,
             query=config.retention_scorer_query,
             attention_prior=config.retention_scorer_attention_prior,
+            match_window=match_window,
         )
     return MLPScorer(
         config.hidden_size,
         config.retention_scorer_width,
         query=config.retention_scorer_query,
         attention_prior=config.retention_scorer_attention_prior,
+        match_window=match_window,
     )
 
 
@@ -285,9 +289,15 @@ class RetentionEncoder(nn.Module):
         """The logits of the gate before layer ``index``; a query-aware scorer also gets the query tokens' mask (any
         other scorer, such as the training-free baselines that stand in for the gates, keeps the two-argument call)."""
         gate = self.gates[str(index)]
-        scores = (
-            gate(hidden_states, alive, query_mask) if self.config.retention_scorer_query else gate(hidden_states, alive)
-        )
+        matching = getattr(gate, "question_match", None) is not None
+        if isinstance(gate, LEARNED_SCORERS) and self.config.retention_scorer_question_match != matching:
+            raise ValueError(
+                f"retention_scorer_question_match={self.config.retention_scorer_question_match}, but this model's "
+                f"gates were built {'with' if matching else 'without'} it; rebuild the model (from_pretrained with the "
+                "option) to change it"
+            )
+        reads_question = self.config.retention_scorer_query or self.config.retention_scorer_question_match
+        scores = gate(hidden_states, alive, query_mask) if reads_question else gate(hidden_states, alive)
         scale = getattr(gate, "attention_prior_scale", None)
         if not isinstance(gate, LEARNED_SCORERS):  # a training-free baseline standing in for the gate ranks alone
             return scores
@@ -627,6 +637,9 @@ class RetentionPreTrainedMixin:
             init.constant_(module.b, self.config.retention_gate_init_bias)
             if module.attention_prior_scale is not None:  # the gate starts as the first token's attention ranking
                 init.constant_(module.attention_prior_scale, 1.0)
+        if isinstance(module, QuestionMatch):
+            init.constant_(module.threshold, QuestionMatch.INITIAL_THRESHOLD)
+            init.constant_(module.match_scale, 1.0)
 
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
         """Save as usual, plus the model card (``README.md``); when registered for an auto class,

@@ -26,6 +26,7 @@ from .distillation import (
     answer_importance,
     attention_rollout,
     distillation_loss,
+    every_position,
     hidden_state_distillation_loss,
     ranking_distillation_loss,
     tagged_importance,
@@ -330,8 +331,11 @@ class RetentionTrainer(Trainer):
                 self._record("distillation_loss", distillation, divisor)
                 loss = (1 - weight) * loss + weight * distillation
             if distil_hidden:
+                positions = outputs.get("kept_positions")
+                if positions is None:  # a dense step (budget 1): every real token
+                    positions = every_position(inputs["attention_mask"], len(outputs["hidden_states"]) - 1)
                 hidden = hidden_state_distillation_loss(
-                    outputs["hidden_states"], outputs["kept_positions"], teacher_outputs["hidden_states"]
+                    outputs["hidden_states"], positions, teacher_outputs["hidden_states"]
                 )
                 hidden = self._normalise(hidden, scaled)
                 self._record("hidden_distillation_loss", hidden, divisor)

@@ -160,7 +160,8 @@ class RetentionTrainingArguments(TrainingArguments):
         metadata={
             "help": "beta of hidden-state distillation in top-k steps: loss += beta * the mean squared error between "
             "each layer's output for the kept tokens and the dense teacher's at the same positions. The kept "
-            "tokens learn to carry what the dense model had there, with the dropped context gone."
+            "tokens learn to carry what the dense model had there, with the dropped context gone. A top-k step "
+            "that runs dense (budget 1, at the start of the budget warm-up) compares every real token."
         },
     )
     distillation_ranking_weight: float = field(

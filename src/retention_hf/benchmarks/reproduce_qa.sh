@@ -3,7 +3,8 @@
 # squad-val holds out for tuning, so the same models serve the ablations there), the retention models at
 # rho 0.5 and 0.3 from it (question protected, the default recipe: top-k training from the first step,
 # distillation from the dense model) and again with gates taught the dense model's answer distribution
-# (distillation_ranking_target=answer, at ranking weight 1 and at 3, the best squad-val ablation), then score each
+# (distillation_ranking_target=answer, at ranking weight 1 and at 3), and at weight 3 with gates that count the
+# question's words near each token (retention_scorer_question_match, the best squad-val ablation), then score each
 # on the whole official dev set (10,570 questions) with EM / F1, the realised keep ratio and questions/s, next to
 # the same weights with retention off, and the retention models' answer profile (the layer at which each
 # question's answer was dropped, and the F1 per group).
@@ -16,7 +17,10 @@
 #     (the default recipe), the first gate after layer 0 instead of before it, query-aware gates, both, and gates
 #     taught the dense model's answer distribution (distillation_ranking_target=answer): alone, with query-aware
 #     gates, with the first gate after layer 0, with three times the ranking weight, and with that weight and a
-#     steeper schedule (retention_schedule_decay 0.6: the first gates keep more, the last ones less)
+#     steeper schedule (retention_schedule_decay 0.6: the first gates keep more, the last ones less), and with that
+#     weight and hidden-state distillation (distillation_hidden_weight 5: every layer's kept tokens held to the
+#     dense model's states, against the encoder drift that retention-off F1 shows), and with that weight and gates
+#     that count the question's words near each token (retention_scorer_question_match)
 #   QA_ROWS="ablation-answer" bash src/retention_hf/benchmarks/reproduce_qa.sh ablation   # only these rows; the
 #     table keeps the other rows' results already in results/ (from the same dense model: seed 0 reproduces it)
 #   QA_ROWS="rho0.5-answer rho0.3-answer" bash src/retention_hf/benchmarks/reproduce_qa.sh   # only these rows
@@ -82,15 +86,19 @@ evaluate dense --retention false  # before the retention models: a weak dense mo
 # as soon as it is trained, so an interrupted run leaves its finished rows scored
 ANSWER=(--distillation_ranking_weight 1 --distillation_ranking_target answer)  # gates taught the answer (ablation)
 ANSWER3=(--distillation_ranking_weight 3 --distillation_ranking_target answer)  # the best squad-val row
+MATCH=(--retention_scorer_question_match true)  # gates that count the question's words near each token
 ROWS=("rho0.5 0.5" "rho0.3 0.3" "rho0.5-answer 0.5 ${ANSWER[*]}" "rho0.3-answer 0.3 ${ANSWER[*]}"
-  "rho0.5-answer3 0.5 ${ANSWER3[*]}" "rho0.3-answer3 0.3 ${ANSWER3[*]}")
+  "rho0.5-answer3 0.5 ${ANSWER3[*]}" "rho0.3-answer3 0.3 ${ANSWER3[*]}"
+  "rho0.5-answer3-match 0.5 ${ANSWER3[*]} ${MATCH[*]}" "rho0.3-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}")
 if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the table's rho 0.3 model, reused
   ROWS=("rho0.3 0.3" "ablation-gate1 0.3 --retention_first_gated_layer 1" "ablation-query 0.3 --retention_scorer_query true"
     "ablation-query-gate1 0.3 --retention_scorer_query true --retention_first_gated_layer 1"
     "ablation-query-answer 0.3 --retention_scorer_query true ${ANSWER[*]}" "ablation-answer 0.3 ${ANSWER[*]}"
     "ablation-answer-gate1 0.3 --retention_first_gated_layer 1 ${ANSWER[*]}"
     "ablation-answer-weight3 0.3 ${ANSWER3[*]}"
-    "ablation-answer3-decay0.6 0.3 ${ANSWER3[*]} --retention_schedule_decay 0.6")
+    "ablation-answer3-decay0.6 0.3 ${ANSWER3[*]} --retention_schedule_decay 0.6"
+    "ablation-answer3-hidden5 0.3 ${ANSWER3[*]} --distillation_hidden_weight 5"
+    "ablation-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}")
 fi
 mkdir -p "$RESULTS"
 MODELS=()  # every row, in order, as NAME|FLAGS for the table

@@ -78,6 +78,13 @@ class ModelArguments:
         default=None,
         metadata={"help": "Gates start from, and learn to correct, the [CLS] token's attention ranking (top-k only)."},
     )
+    retention_scorer_question_match: bool | None = field(
+        default=None,
+        metadata={"help": "Every gate adds a learned count of the question's words near each token (extractive QA)."},
+    )
+    retention_scorer_match_window: int | None = field(
+        default=None, metadata={"help": "Half-width of that window, in alive tokens (default 15)."}
+    )
 
 
 RETENTION_OVERRIDES = (
@@ -92,6 +99,8 @@ RETENTION_OVERRIDES = (
     "retention_merge_dropped",
     "retention_scorer_query",
     "retention_scorer_attention_prior",
+    "retention_scorer_question_match",
+    "retention_scorer_match_window",
 )
 
 
