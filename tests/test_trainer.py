@@ -658,35 +658,6 @@ def test_hidden_state_distillation_in_topk_steps(tmp_path):
     assert all("hidden_distillation_loss" not in entry for entry in train_logs(soft))
 
 
-def test_hidden_state_distillation_in_a_dense_topk_step(tmp_path):
-    """At the start of the budget warm-up a top-k step runs at budget 1, dense, without kept positions: its hidden
-    states are distilled at every real token (a QA run crashed on this with a KeyError)."""
-    torch.manual_seed(0)
-    model = BERT.classes["qa"][0](BERT.config(retention_ratio=0.5, num_labels=2))
-    args = make_args(
-        tmp_path,
-        selection_training="topk",
-        distillation_weight=0.0,
-        distillation_hidden_weight=2.0,
-        budget_warmup_steps=2,
-        max_steps=3,
-    )
-    trainer = RetentionTrainer(
-        model=model,
-        args=args,
-        train_dataset=qa_dataset(),
-        data_collator=lambda features: qa_collate(features, BERT.pad_token_id),
-    )
-    trainer.train()
-    logs = train_logs(trainer)
-    assert [entry["keep_ratio"] == 1.0 for entry in logs] == [True, False, False], "step 1 ran dense"
-    # step 1: the student is still the teacher (no dropout in the tiny config), and every token is compared
-    assert logs[0]["hidden_distillation_loss"] == 0.0
-    assert all(entry["hidden_distillation_loss"] > 0 for entry in logs[1:])
-    for entry in logs:
-        assert entry["loss"] == pytest.approx(entry["task_loss"] + 2.0 * entry["hidden_distillation_loss"], rel=1e-4)
-
-
 def test_every_position_marks_padding():
     from retention_hf.distillation import every_position
 
@@ -807,6 +778,18 @@ def qa_collate(features, pad_token_id=0):
     return batch
 
 
+def make_qa_trainer(tmp_path, family, **arg_overrides):
+    """A top-k trainer of a tiny rho 0.5 QA model on ``qa_dataset``."""
+    torch.manual_seed(0)
+    model = family.classes["qa"][0](family.config(retention_ratio=0.5, num_labels=2))
+    return RetentionTrainer(
+        model=model,
+        args=make_args(tmp_path, selection_training="topk", **arg_overrides),
+        train_dataset=qa_dataset(),
+        data_collator=lambda features: qa_collate(features, family.pad_token_id),
+    )
+
+
 def assert_ranking_loss_added(trainer, steps, weight):
     """Every logged step of a run with answer ranking and no other extra term: a positive ranking loss, added to the
     task loss at ``weight``."""
@@ -821,27 +804,35 @@ def assert_ranking_loss_added(trainer, steps, weight):
 
 @pytest.mark.parametrize("family", [BERT, ROBERTA], ids=lambda family: family.name)
 def test_answer_ranking_in_question_answering_training(tmp_path, family):
-    torch.manual_seed(0)
-    model = family.classes["qa"][0](family.config(retention_ratio=0.5, num_labels=2))
-    args = make_args(
+    trainer = make_qa_trainer(
         tmp_path,
-        selection_training="topk",
+        family,
         distillation_weight=0.0,
         distillation_ranking_weight=3.0,
         distillation_ranking_target="answer",
         max_steps=3,
-    )
-    trainer = RetentionTrainer(
-        model=model,
-        args=args,
-        train_dataset=qa_dataset(),
-        data_collator=lambda features: qa_collate(features, family.pad_token_id),
     )
     assert trainer.teacher_model.config._attn_implementation != "eager", "the answer target reads no attention"
     before = {n: p.clone() for n, p in trainer.model.named_parameters() if ".gates." in n}
     trainer.train()
     assert_ranking_loss_added(trainer, steps=3, weight=3.0)
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if ".gates." in n)
+
+
+def test_hidden_state_distillation_in_a_dense_topk_step(tmp_path):
+    """At the start of the budget warm-up a top-k step runs at budget 1, dense, without kept positions: its hidden
+    states are distilled at every real token (a QA run crashed on this with a KeyError)."""
+    trainer = make_qa_trainer(
+        tmp_path, BERT, distillation_weight=0.0, distillation_hidden_weight=2.0, budget_warmup_steps=2, max_steps=3
+    )
+    trainer.train()
+    logs = train_logs(trainer)
+    assert [entry["keep_ratio"] == 1.0 for entry in logs] == [True, False, False], "step 1 ran dense"
+    # step 1: the student is still the teacher (no dropout in the tiny config), and every token is compared
+    assert logs[0]["hidden_distillation_loss"] == 0.0
+    assert all(entry["hidden_distillation_loss"] > 0 for entry in logs[1:])
+    for entry in logs:
+        assert entry["loss"] == pytest.approx(entry["task_loss"] + 2.0 * entry["hidden_distillation_loss"], rel=1e-4)
 
 
 def test_tagged_importance_is_the_teachers_probability_of_a_label_but_outside():
