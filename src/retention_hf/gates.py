@@ -106,9 +106,10 @@ class QuestionMatch(nn.Module):
 
     ``c_t = sum_q sigmoid(SHARPNESS * (cos(h_t, h_q) - threshold))`` softly counts the question tokens ``q`` (the
     query mask) whose hidden state is close to that of ``t``, an alive token outside the question, and ``n_t`` sums
-    ``c`` over the slots within ``window`` of ``t``. The answer of a question usually sits in the sentence that repeats its words, which
-    is visible before any layer has run, where the learned scorer alone cannot see the question.
-    ``threshold`` (starting at 0.9) and ``w`` (starting at 1) are learned per gate.
+    ``c`` over the slots within ``window`` of ``t``. The answer of a question usually sits in the sentence that
+    repeats its words, which is visible before any layer has run, where the learned scorer alone cannot see the
+    question. ``threshold`` (starting at 0.9) and ``w`` (starting at 1) are learned per gate, which holds this module;
+    the encoder adds it to the gate's score, as it adds the attention prior.
     """
 
     SHARPNESS = 50.0
@@ -173,13 +174,13 @@ class ContextScorer(nn.Module):
         self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Return the logits ``s`` (``(batch, seq)``, float32) for ``hidden_states`` ``(batch, seq, hidden)``;
-        ``query_mask`` marks the tokens a query-aware or question-matching scorer reads."""
+        ``query_mask`` marks the tokens a query-aware scorer pools."""
         token_term = self.token_proj(hidden_states).float()
         context = self._previous_summary(self.context_proj(hidden_states).float(), alive)
         if self.query is not None:
             context = context + self.query(hidden_states, query_mask)
         hidden = torch.tanh(token_term + context + self._extra_context(hidden_states, alive))
-        return with_question_match(self, hidden @ self.v.float() + self.b.float(), hidden_states, alive, query_mask)
+        return hidden @ self.v.float() + self.b.float()
 
     def _previous_summary(self, projected: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """``U m_{t-1}``: the decayed summary of the alive tokens before ``t`` (``m_0 = 0``), already projected."""
@@ -232,21 +233,12 @@ class MLPScorer(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        # token-wise: the other tokens play no role (but the pooled query and the question match, when there are)
+        del alive  # token-wise: the other tokens play no role (but the pooled query, when there is one)
         hidden = self.token_proj(hidden_states).float()
         if self.query is not None:
             hidden = hidden + self.query(hidden_states, query_mask)
         hidden = nn.functional.relu(hidden)
-        return with_question_match(self, hidden @ self.v.float() + self.b.float(), hidden_states, alive, query_mask)
-
-
-def with_question_match(
-    scorer: nn.Module, logits: torch.Tensor, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask
-) -> torch.Tensor:
-    """``logits`` plus the scorer's :class:`QuestionMatch` prior, when it has one."""
-    if scorer.question_match is None:
-        return logits
-    return logits + scorer.question_match(hidden_states, alive, query_mask)
+        return hidden @ self.v.float() + self.b.float()
 
 
 # ---------------------------------------------------------------------------------------------- Hard-Concrete

@@ -286,21 +286,22 @@ class RetentionEncoder(nn.Module):
         return [schedules[value] for value in ratio]
 
     def _score(self, index: int, hidden_states, alive, query_mask) -> torch.Tensor:
-        """The logits of the gate before layer ``index``; a query-aware scorer also gets the query tokens' mask (any
-        other scorer, such as the training-free baselines that stand in for the gates, keeps the two-argument call)."""
+        """The logits of the gate before layer ``index``, with the gate's priors (question match, attention) added; a
+        query-aware scorer also gets the query tokens' mask (any other scorer, such as the training-free baselines that
+        stand in for the gates, keeps the two-argument call)."""
         gate = self.gates[str(index)]
-        matching = getattr(gate, "question_match", None) is not None
-        if isinstance(gate, LEARNED_SCORERS) and self.config.retention_scorer_question_match != matching:
+        scores = (
+            gate(hidden_states, alive, query_mask) if self.config.retention_scorer_query else gate(hidden_states, alive)
+        )
+        if not isinstance(gate, LEARNED_SCORERS):  # a training-free baseline standing in for the gate ranks alone
+            return scores
+        matching, scale = gate.question_match is not None, gate.attention_prior_scale
+        if self.config.retention_scorer_question_match != matching:
             raise ValueError(
                 f"retention_scorer_question_match={self.config.retention_scorer_question_match}, but this model's "
                 f"gates were built {'with' if matching else 'without'} it; rebuild the model (from_pretrained with the "
                 "option) to change it"
             )
-        reads_question = self.config.retention_scorer_query or self.config.retention_scorer_question_match
-        scores = gate(hidden_states, alive, query_mask) if reads_question else gate(hidden_states, alive)
-        scale = getattr(gate, "attention_prior_scale", None)
-        if not isinstance(gate, LEARNED_SCORERS):  # a training-free baseline standing in for the gate ranks alone
-            return scores
         if self.config.retention_scorer_attention_prior != (scale is not None):
             built = "with" if scale is not None else "without"
             raise ValueError(
@@ -308,9 +309,11 @@ class RetentionEncoder(nn.Module):
                 f"gates were built {built} the prior's scale; rebuild the model (from_pretrained with the option) to "
                 "change it"
             )
-        if scale is None:
-            return scores
-        return scores + scale.float() * self._log_attention_prior(index, hidden_states, alive)
+        if matching:
+            scores = scores + gate.question_match(hidden_states, alive, query_mask)
+        if scale is not None:
+            scores = scores + scale.float() * self._log_attention_prior(index, hidden_states, alive)
+        return scores
 
     def _log_attention_prior(self, index: int, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """``log a_t`` centred over each row's alive tokens: the first token's attention in layer ``index`` (its own
