@@ -9,6 +9,12 @@ the median is reported, so a slow period of the machine hits all of them alike. 
 * ``off``: the retention model with ``retention_enabled=False`` (the reference for speed-ups);
 * ``rho=R g=G``: retention at budget R with a uniform schedule and the first gate before layer G;
 * ``scorer share``: time spent inside the scorers, measured with forward hooks, over the forward time.
+
+``--question-match`` times extractive QA's gates instead: the first ``--question-len`` tokens form the first
+segment (the protected question), the gates carry ``retention_scorer_question_match``, and a ``match share``
+column gives the time spent in the question-word match, which the encoder adds to the scorers' scores:
+
+    python examples/benchmark_forward.py --seq-len 384 --batch-size 32 --question-match
 """
 
 from __future__ import annotations
@@ -34,17 +40,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--first-gated", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--question-match",
+        action="store_true",
+        help="QA gates: the first --question-len tokens are a protected question, and the gates count its words",
+    )
+    parser.add_argument("--question-len", type=int, default=16)
     return parser.parse_args()
 
 
-class ScorerTimer:
-    """Accumulates wall time spent inside the scorer modules (forward pre/post hooks)."""
+class ModuleTimer:
+    """Accumulates wall time spent inside ``modules`` (forward pre/post hooks)."""
 
-    def __init__(self, model: RetentionBertModel):
+    def __init__(self, modules: list[torch.nn.Module]):
         self.total = 0.0
-        for gate in model.encoder.gates.values():
-            gate.register_forward_pre_hook(self._start)
-            gate.register_forward_hook(self._stop)
+        for module in modules:
+            module.register_forward_pre_hook(self._start)
+            module.register_forward_hook(self._stop)
 
     def _start(self, module, args):
         self._t0 = time.perf_counter()
@@ -58,17 +70,32 @@ def main() -> None:
     logging.set_verbosity_error()
     torch.manual_seed(args.seed)
     stock = BertModel.from_pretrained(args.model).eval()
+    sep = 102  # [SEP] in MiniLM's (bert-base-uncased's) vocabulary; the random ids below start at 1000
+    qa = {
+        "retention_scorer_question_match": True,
+        "retention_protect_first_segment": True,
+        "retention_protected_token_ids": [sep],
+    }
     models = {
         first: RetentionBertModel.from_pretrained(
-            args.model, retention_first_gated_layer=first, retention_schedule="uniform"
+            args.model,
+            retention_first_gated_layer=first,
+            retention_schedule="uniform",
+            **(qa if args.question_match else {}),
         ).eval()
         for first in args.first_gated
     }
-    timers = {first: ScorerTimer(model) for first, model in models.items()}
+    gates = [gate for model in models.values() for gate in model.encoder.gates.values()]
+    scorer_timer = ModuleTimer(gates)
+    match_timer = ModuleTimer([gate.question_match for gate in gates if gate.question_match is not None])
     vocab = stock.config.vocab_size
     input_ids = torch.randint(1000, vocab, (args.batch_size, args.seq_len))
     input_ids[:, 0] = 101
     attention_mask = torch.ones_like(input_ids)
+    token_type_ids = torch.zeros_like(input_ids)
+    if args.question_match:  # [CLS] question [SEP] context [SEP]: the question is the protected first segment
+        input_ids[:, [args.question_len - 1, -1]] = sep
+        token_type_ids[:, args.question_len :] = 1
 
     def retention(first: int, ratio: float | None):
         model = models[first]
@@ -76,12 +103,12 @@ def main() -> None:
         def run():
             model.config.retention_enabled = ratio is not None
             model.config.retention_ratio = ratio or 1.0
-            return model(input_ids, attention_mask=attention_mask)
+            return model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
         return run
 
     configs = {
-        "stock": lambda: stock(input_ids, attention_mask=attention_mask),
+        "stock": lambda: stock(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids),
         "off": retention(args.first_gated[0], None),
     }
     configs["rho=1.0"] = retention(args.first_gated[0], 1.0)
@@ -90,26 +117,30 @@ def main() -> None:
             configs[f"rho={ratio} g={first}"] = retention(first, ratio)
 
     times: dict[str, list[float]] = {name: [] for name in configs}
-    scorer: dict[str, list[float]] = {name: [] for name in configs}
+    inside = {timer: {name: [] for name in configs} for timer in (scorer_timer, match_timer)}
     with torch.inference_mode():
         for run in configs.values():  # warm-up
             run()
         for _ in range(args.repeats):
             for name, run in configs.items():
-                for timer in timers.values():
-                    timer.total = 0.0
+                scorer_timer.total = match_timer.total = 0.0
                 start = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - start)
-                scorer[name].append(sum(timer.total for timer in timers.values()))
+                for timer, spent in inside.items():
+                    spent[name].append(timer.total)
+
+    def share(timer: ModuleTimer, name: str) -> str:
+        return f"{statistics.median(s / t for s, t in zip(inside[timer][name], times[name], strict=True)):.1%}"
 
     reference = statistics.median(times["off"])
     print(f"batch {args.batch_size} x seq {args.seq_len}, {torch.get_num_threads()} threads, {args.repeats} repeats")
-    print(f"{'config':16s} {'median ms':>10s} {'vs off':>8s} {'scorer share':>13s}")
+    match_column = f" {'match share':>12s}" if args.question_match else ""
+    print(f"{'config':16s} {'median ms':>10s} {'vs off':>8s} {'scorer share':>13s}{match_column}")
     for name, values in times.items():
         median = statistics.median(values)
-        share = statistics.median(s / t for s, t in zip(scorer[name], values, strict=True))
-        print(f"{name:16s} {median * 1000:10.1f} {reference / median:7.2f}x {share:12.1%}")
+        match = f" {share(match_timer, name):>12s}" if args.question_match else ""
+        print(f"{name:16s} {median * 1000:10.1f} {reference / median:7.2f}x {share(scorer_timer, name):>13s}{match}")
     pairs = [off / base for off, base in zip(times["rho=1.0"], times["stock"], strict=True)]
     print(
         f"gate overhead at rho=1 vs stock BertModel (median of interleaved pairs): {statistics.median(pairs) - 1:+.1%}"

@@ -10,6 +10,7 @@ from retention_hf.gates import (
     decayed_prefix_sum,
     gather_slots,
     hard_concrete_sample,
+    question_columns,
     scatter_to_positions,
     scheduled_keep_counts,
     select_kept_slots,
@@ -248,3 +249,24 @@ def test_question_match_counts_question_words_in_the_window():
     torch.testing.assert_close(match(hidden_states, alive, query_mask), torch.zeros(1, 6), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="needs the query tokens' mask"):
         match(hidden_states, alive, None)
+
+
+def test_question_match_compares_with_each_rows_own_question_tokens():
+    """Queries of different lengths, one not a prefix (a protected last slot): the same counts as comparing every
+    token with every slot and masking the non-query columns."""
+    hidden_states = torch.randn(2, 7, 5, generator=torch.Generator().manual_seed(0))
+    hidden_states[1, 3] = hidden_states[1, 6]  # a context token that repeats row 1's last query token
+    query_mask = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    alive = torch.ones(2, 7, dtype=torch.bool)
+    alive[0, 5] = False
+    index, valid = question_columns(query_mask)
+    assert index[valid].tolist() == [0, 1, 2, 0, 6] and valid.tolist() == [[True] * 3, [True, True, False]]
+    match = QuestionMatch(window=1)
+    with torch.no_grad():
+        match.threshold.fill_(0.5)  # random states: some pairs pass, some do not
+    unit = torch.nn.functional.normalize(hidden_states, dim=-1)
+    close = torch.sigmoid(QuestionMatch.SHARPNESS * (unit @ unit.transpose(1, 2) - 0.5))
+    counts = (close * query_mask.unsqueeze(1)).sum(dim=-1) * (alive & ~query_mask)
+    expected = torch.log1p(window_sum(counts, 1))
+    assert expected[1, 2:5].min() > 0.5  # the repeated token lifts its window
+    torch.testing.assert_close(match(hidden_states, alive, query_mask), expected, rtol=0, atol=1e-6)

@@ -127,11 +127,28 @@ class QuestionMatch(nn.Module):
         if query_mask is None:
             raise ValueError("retention_scorer_question_match needs the query tokens' mask (the protected question)")
         unit = nn.functional.normalize(hidden_states.float(), dim=-1)
-        similarity = unit @ unit.transpose(1, 2)  # (batch, n, n)
+        columns, is_question = question_columns(query_mask)
+        similarity = unit @ gather_slots(unit, columns).transpose(1, 2)  # (batch, n, longest question)
         close = torch.sigmoid(self.SHARPNESS * (similarity - self.threshold.float()))
         # the question's own tokens (always kept) would count themselves and lift the context next to them
-        counts = (close * query_mask.unsqueeze(1).float()).sum(dim=-1) * (alive & ~query_mask).float()
+        counts = (close * is_question.unsqueeze(1).float()).sum(dim=-1) * (alive & ~query_mask).float()
         return self.match_scale.float() * torch.log1p(window_sum(counts, self.window))
+
+
+def question_columns(query_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The slots of each row's query tokens, in order, padded to the longest query: ``(index, valid)``, both
+    ``(batch, q)``. The match compares every token with these ``q`` columns instead of all ``n``; the query is not
+    always a prefix (a protected separator can close the context), so each row gathers its own."""
+    counts = query_mask.sum(dim=1)
+    if is_tracing():  # a data-dependent width: an unbacked size with the bounds the exporter needs
+        width = counts.max().clamp(min=1).item()
+        torch._check(width >= 1)
+        torch._check(width <= query_mask.shape[1])
+    else:
+        width = int(counts.max().clamp(min=1))
+    index = stable_sort(query_mask.float(), descending=True).indices[:, :width]
+    valid = torch.arange(width, device=query_mask.device).unsqueeze(0) < counts.unsqueeze(1)
+    return index, valid
 
 
 class ContextScorer(nn.Module):

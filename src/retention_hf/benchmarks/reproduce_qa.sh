@@ -87,9 +87,12 @@ evaluate dense --retention false  # before the retention models: a weak dense mo
 ANSWER=(--distillation_ranking_weight 1 --distillation_ranking_target answer)  # gates taught the answer (ablation)
 ANSWER3=(--distillation_ranking_weight 3 --distillation_ranking_target answer)  # the best squad-val row
 MATCH=(--retention_scorer_question_match true)  # gates that count the question's words near each token
+HIDDEN5=(--distillation_hidden_weight 5)  # every layer's kept tokens held to the dense model's states
 ROWS=("rho0.5 0.5" "rho0.3 0.3" "rho0.5-answer 0.5 ${ANSWER[*]}" "rho0.3-answer 0.3 ${ANSWER[*]}"
   "rho0.5-answer3 0.5 ${ANSWER3[*]}" "rho0.3-answer3 0.3 ${ANSWER3[*]}"
-  "rho0.5-answer3-match 0.5 ${ANSWER3[*]} ${MATCH[*]}" "rho0.3-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}")
+  "rho0.5-answer3-match 0.5 ${ANSWER3[*]} ${MATCH[*]}" "rho0.3-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}"
+  "rho0.5-answer3-match-hidden5 0.5 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]}"
+  "rho0.3-answer3-match-hidden5 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]}")
 if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the table's rho 0.3 model, reused
   ROWS=("rho0.3 0.3" "ablation-gate1 0.3 --retention_first_gated_layer 1" "ablation-query 0.3 --retention_scorer_query true"
     "ablation-query-gate1 0.3 --retention_scorer_query true --retention_first_gated_layer 1"
@@ -97,9 +100,10 @@ if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the
     "ablation-answer-gate1 0.3 --retention_first_gated_layer 1 ${ANSWER[*]}"
     "ablation-answer-weight3 0.3 ${ANSWER3[*]}"
     "ablation-answer3-decay0.6 0.3 ${ANSWER3[*]} --retention_schedule_decay 0.6"
-    "ablation-answer3-hidden5 0.3 ${ANSWER3[*]} --distillation_hidden_weight 5"
+    "ablation-answer3-hidden5 0.3 ${ANSWER3[*]} ${HIDDEN5[*]}"
     "ablation-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}"
-    "ablation-answer3-match-hidden5 0.3 ${ANSWER3[*]} ${MATCH[*]} --distillation_hidden_weight 5")
+    "ablation-answer3-match-hidden5 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]}"
+    "ablation-answer3-match-hidden5-16k 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} --max_train_samples 16000")
 fi
 mkdir -p "$RESULTS"
 MODELS=()  # every row, in order, as NAME|FLAGS for the table
