@@ -208,8 +208,8 @@ class RetentionConfig:
             that of a token within ``retention_scorer_match_window`` alive tokens of ``t`` (a soft count: cosine
             similarity through a sigmoid around a learned threshold, starting at 0.9), and ``w`` is a learned scale
             per gate (starting at 1). It is the lexical prior of extractive QA, where the answer sits near words of
-            the question, so that a gate before layer 0 can tell where the answer may be. Costs one ``(n, n)``
-            similarity per gate.
+            the question, so that a gate before layer 0 can tell where the answer may be. Costs one ``(n, q)``
+            similarity per gate, ``q`` being the longest question of the batch.
         retention_scorer_match_window: The half-width, in alive tokens, of ``retention_scorer_question_match``'s
             window.
         retention_scorer_attention_prior: Every gate's score adds ``w * log a_t``, where ``a_t`` is the attention

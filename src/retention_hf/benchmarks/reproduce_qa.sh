@@ -106,6 +106,8 @@ if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the
     "ablation-answer3-match-hidden5-16k 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} --max_train_samples 16000")
 fi
 mkdir -p "$RESULTS"
+TIMED_BEFORE=0  # the steps earlier invocations timed
+if [ -f "$RUNS/wall_times.txt" ]; then TIMED_BEFORE=$(wc -l < "$RUNS/wall_times.txt"); fi
 MODELS=()  # every row, in order, as NAME|FLAGS for the table
 RAN=""      # the rows this invocation ran
 for row in "${ROWS[@]}"; do
@@ -122,7 +124,8 @@ done
 cp "$RUNS/eval-$QA_EVAL-dense/eval_results.json" "$RESULTS/dense.json"
 if [ -z "${QA_ROWS:-}" ]; then cp "$RUNS/wall_times.txt" "$RESULTS/wall_times.txt"
 elif [ -n "$RAN" ]; then  # the other rows' wall times stay; QA_ROWS=none only rebuilds the table
-  { echo "# QA_ROWS=\"$QA_ROWS\", $(date -u +%F)"; cat "$RUNS/wall_times.txt"; } >> "$RESULTS/wall_times.txt"
+  { echo "# QA_ROWS=\"$QA_ROWS\", $(date -u +%F)"; tail -n "+$((TIMED_BEFORE + 1))" "$RUNS/wall_times.txt"; } \
+    >> "$RESULTS/wall_times.txt"  # only the steps this invocation timed
 fi
 "$PY" - "$RESULTS" "$MODE" "$QA_DATA" "$QA_EVAL" "$QA_TRAIN" "$QA_RETENTION_TRAIN" "${MODELS[@]}" \
   <<'PYTHON' | tee "$RUNS/results-$MODE.md" && cp "$RUNS/results-$MODE.md" "$RESULTS/results.md"
