@@ -110,7 +110,8 @@ def test_roberta_classifier_parity_without_token_types(exports):
 
 def test_question_answering_parity_with_protected_question(exports):
     """Start/end logits over every position: the restore of dropped tokens is in the graph too, and so are the
-    query-aware scorers' pooling of the question and their question-word match (its window is a CumSum)."""
+    query-aware scorers' pooling of the question, their question-word match (its window is a CumSum) and the
+    restore's attention of the dropped tokens to the last layer's kept ones."""
     model, path = exports(
         BERT,
         rh.RetentionBertForQuestionAnswering,
@@ -121,6 +122,7 @@ def test_question_answering_parity_with_protected_question(exports):
         retention_scorer_query=True,
         retention_scorer_question_match=True,
         retention_scorer_match_window=2,
+        retention_restore_attention=True,
     )
     assert ORTModel(path).output_names == ["start_logits", "end_logits", "kept_counts"]
     session = ORTModel(path)

@@ -704,6 +704,42 @@ def test_question_match_keeps_the_context_around_a_repeated_question_word(family
         model(**inputs)
 
 
+def test_restore_attention_catches_up_the_dropped_tokens_only(family):
+    """retention_restore_attention: each token dropped before the last layer is restored with one pass of the last
+    layer's attention sublayer over the tokens that layer kept (checked against the stock sublayer on its old state
+    followed by the kept tokens' final states, its own key masked); kept tokens and padding are unchanged."""
+    inputs = family.inputs([12, 7], seq_len=12)
+    model = make_model(family, retention_ratio=0.3)
+    with torch.no_grad():
+        plain = model(**inputs, restore_dropped_tokens=True)
+        model.config.retention_restore_attention = True
+        caught = model(**inputs, restore_dropped_tokens=True)
+    last_kept = plain.kept_positions[-1]
+    kept = torch.zeros_like(inputs["attention_mask"], dtype=torch.bool)
+    for row in range(2):
+        kept[row, last_kept[row][last_kept[row] >= 0]] = True
+    dropped = inputs["attention_mask"].bool() & ~kept
+    assert dropped.sum(dim=1).tolist() == [12 - 3, 7 - 2]  # the last layer keeps 3 and 2 (uniform schedule)
+    torch.testing.assert_close(caught.last_hidden_state[~dropped], plain.last_hidden_state[~dropped], rtol=0, atol=0)
+    attention = model.encoder.layer[-1].attention
+    for row, position in dropped.nonzero().tolist():
+        sequence = torch.cat(
+            [plain.last_hidden_state[row, position : position + 1], plain.last_hidden_state[row, kept[row]]]
+        )
+        own_key_masked = torch.zeros(1, 1, 1, sequence.shape[0])
+        own_key_masked[..., 0] = torch.finfo(torch.float32).min
+        with torch.no_grad():
+            expected = attention(sequence.unsqueeze(0), attention_mask=own_key_masked)[0][0, 0]
+        torch.testing.assert_close(caught.last_hidden_state[row, position], expected, rtol=0, atol=1e-5)
+    qa = make_model(family, "qa", retention_ratio=0.3, retention_restore_attention=True).train()
+    qa.config.retention_train_with_topk = True  # top-k training restores the same way
+    qa(**inputs).start_logits.sum().backward()
+    assert qa.base_model.encoder.layer[-1].attention.self.query.weight.grad.abs().sum() > 0
+    qa.config.retention_train_with_topk = False
+    with pytest.raises(ValueError, match="retention_restore_attention restores the tokens dropped by top-k selection"):
+        qa(**inputs)
+
+
 def test_forwards_take_transformers_kwargs_like_stock_bert(family):
     for model_class, *_ in family.classes.values():
         kwargs = inspect.signature(model_class.forward).parameters["kwargs"]

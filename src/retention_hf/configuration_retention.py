@@ -269,6 +269,12 @@ class RetentionConfig:
             drops are not lost: their mean hidden state rides along as one extra slot, which takes one of the
             kept slots (so the budget is unchanged) and counts as many keys in attention as the tokens it
             holds. Later gates fold the tokens they drop into it. It needs eager or sdpa attention.
+        retention_restore_attention: Token-level heads (QA, token classification), top-k selection: before the
+            head, every token dropped before the last layer attends once to the tokens the last layer kept, through
+            the last layer's attention sublayer (its weights, no new ones), and is restored with that output instead
+            of the representation it had when it was dropped, which a token dropped at the embeddings carries bare.
+            Costs the queries, attention and output projection of one attention sublayer over every token. Other
+            heads never restore, and ignore it.
         retention_trained_ratio_range: The budgets the checkpoint was trained to serve, ``[low, high]``: written by
             ``RetentionTrainer`` when it trains with ``retention_ratio_range`` (each example drawing its budget), so
             the card can say which per-call budgets the model learned; ``None`` for a model trained at one budget.
@@ -320,6 +326,7 @@ class RetentionConfig:
     retention_detach_scorer_input: bool = True
     retention_budget_gradient: Literal["bias", "full"] = "bias"
     retention_merge_dropped: bool = False
+    retention_restore_attention: bool = False
     retention_trained_ratio_range: list[float | int] | None = validated_field(_check_ratio_range, default=None)
 
     @classmethod

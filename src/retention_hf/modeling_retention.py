@@ -183,6 +183,27 @@ def additive_key_mask(gate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return log_gate.clamp_min(torch.finfo(dtype).min).to(dtype)[:, None, None, :]
 
 
+def attend_to_kept(
+    layer: nn.Module, queries: torch.Tensor, kept: torch.Tensor, kept_real: torch.Tensor
+) -> torch.Tensor:
+    """One pass of ``layer``'s attention sublayer in which every row of ``queries`` ``(batch, n, hidden)`` attends to
+    the real slots of ``kept`` ``(batch, w, hidden)``: the layer's own query, key, value and output weights and its
+    LayerNorm (``retention_restore_attention``; no new parameter, so a stock checkpoint has everything it uses)."""
+    attention = layer.attention
+    heads, size = attention.self.num_attention_heads, attention.self.attention_head_size
+    batch, length, _ = queries.shape
+
+    def split(states: torch.Tensor) -> torch.Tensor:  # (batch, slots, hidden) -> (batch, heads, slots, size)
+        return states.view(batch, -1, heads, size).transpose(1, 2)
+
+    query = split(attention.self.query(queries))
+    key, value = split(attention.self.key(kept)), split(attention.self.value(kept))
+    logits = query @ key.transpose(-1, -2) * attention.self.scaling
+    logits = logits + additive_key_mask(kept_real.to(logits.dtype), logits.dtype)
+    context = attention.self.dropout(logits.softmax(dim=-1)) @ value
+    return attention.output(context.transpose(1, 2).reshape(batch, length, heads * size), queries)
+
+
 def _per_call_budget(retention_ratio, batch_size: int) -> float | list[float] | None:
     """Check a call's ``retention_ratio``: ``None``, one number, or one number per example (a sequence or a tensor
     of ``batch_size`` values); returned as a float or a list of floats."""
@@ -332,6 +353,20 @@ class RetentionEncoder(nn.Module):
             weights = alive.to(log_received.dtype)
             mean = (log_received * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
             return (log_received - mean) * weights
+
+    def _catch_up(self, restored, real, final, final_real, final_positions) -> torch.Tensor:
+        """``retention_restore_attention``: the tokens dropped before the last layer attend once to the tokens it
+        kept (its output), through the last layer's attention sublayer, and take that output; a token dropped at
+        the embeddings then reaches the head with context from the deepest states instead of none. The tokens the
+        last layer kept, and padding, are left as they are (so rho = 1 is the stock encoder)."""
+        caught_up = attend_to_kept(self.layer[-1], restored, final, final_real)
+        kept = scatter_to_positions(  # 1 at the positions the last layer kept
+            real.new_zeros(real.shape, dtype=restored.dtype).unsqueeze(-1),
+            final_real.to(restored.dtype).unsqueeze(-1),
+            final_positions.masked_fill(~final_real, -1),
+        )[..., 0]
+        dropped = real & (kept == 0)
+        return torch.where(dropped.unsqueeze(-1), caught_up, restored)
 
     def _check_training_attention(self, what: str = "Training with retention applies the gates") -> None:
         if self.config._attn_implementation not in ("eager", "sdpa"):
@@ -509,7 +544,10 @@ class RetentionEncoder(nn.Module):
             else:
                 hidden_states = layer(layer_input, mask, **kwargs)
         if restore:  # padding slots are restored too, so that rho = 1 reproduces the stock outputs everywhere
+            final, final_real = hidden_states, real
             hidden_states = scatter_to_positions(restored, hidden_states, positions)
+            if config.retention_restore_attention:
+                hidden_states = self._catch_up(hidden_states, attention_mask.bool(), final, final_real, positions)
 
         kept_counts = torch.stack(kept_counts, dim=1)
         layer_keep_ratio = kept_counts.float() / real_lengths.clamp(min=1).unsqueeze(1).float()
@@ -560,6 +598,11 @@ class RetentionEncoder(nn.Module):
         later scores and statistics are multiplied by zero.
         """
         config = self.config
+        if restore and config.retention_restore_attention:
+            raise ValueError(
+                "retention_restore_attention restores the tokens dropped by top-k selection; Hard-Concrete training "
+                "has none (train with retention_train_with_topk, as RetentionTrainer's selection_training='topk' does)"
+            )
         self._check_training_attention()
         sparse = config.retention_sparse_training
         real = attention_mask.bool()

@@ -20,7 +20,9 @@
 #     steeper schedule (retention_schedule_decay 0.6: the first gates keep more, the last ones less), and with that
 #     weight and hidden-state distillation (distillation_hidden_weight 5: every layer's kept tokens held to the
 #     dense model's states, against the encoder drift that retention-off F1 shows), and with that weight and gates
-#     that count the question's words near each token (retention_scorer_question_match)
+#     that count the question's words near each token (retention_scorer_question_match), with both of the last two,
+#     and with both and dropped tokens restored through one attention pass over the last layer's kept tokens
+#     (retention_restore_attention)
 #   QA_ROWS="ablation-answer" bash src/retention_hf/benchmarks/reproduce_qa.sh ablation   # only these rows; the
 #     table keeps the other rows' results already in results/ (from the same dense model: seed 0 reproduces it)
 #   QA_ROWS="rho0.5-answer rho0.3-answer" bash src/retention_hf/benchmarks/reproduce_qa.sh   # only these rows
@@ -103,7 +105,7 @@ if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the
     "ablation-answer3-hidden5 0.3 ${ANSWER3[*]} ${HIDDEN5[*]}"
     "ablation-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}"
     "ablation-answer3-match-hidden5 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]}"
-    "ablation-answer3-match-hidden5-16k 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} --max_train_samples 16000")
+    "ablation-answer3-match-hidden5-restore 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} --retention_restore_attention true")
 fi
 mkdir -p "$RESULTS"
 TIMED_BEFORE=0  # the steps earlier invocations timed

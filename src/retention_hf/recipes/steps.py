@@ -85,6 +85,10 @@ class ModelArguments:
     retention_scorer_match_window: int | None = field(
         default=None, metadata={"help": "Half-width of that window, in alive tokens (default 15)."}
     )
+    retention_restore_attention: bool | None = field(
+        default=None,
+        metadata={"help": "Token-level heads: dropped tokens attend once to the last layer's kept tokens on restore."},
+    )
 
 
 RETENTION_OVERRIDES = (
@@ -101,6 +105,7 @@ RETENTION_OVERRIDES = (
     "retention_scorer_attention_prior",
     "retention_scorer_question_match",
     "retention_scorer_match_window",
+    "retention_restore_attention",
 )
 
 
