@@ -4,7 +4,9 @@
 # rho 0.5 and 0.3 from it (question protected, the default recipe: top-k training from the first step,
 # distillation from the dense model) and again with gates taught the dense model's answer distribution
 # (distillation_ranking_target=answer, at ranking weight 1 and at 3), and at weight 3 with gates that count the
-# question's words near each token (retention_scorer_question_match, the best squad-val ablation), then score each
+# question's words near each token (retention_scorer_question_match), with that and hidden-state distillation
+# (distillation_hidden_weight 5), and with both and a restore in which the dropped tokens attend to the last
+# layer's kept tokens (retention_restore_attention, the best squad-val ablation), then score each
 # on the whole official dev set (10,570 questions) with EM / F1, the realised keep ratio and questions/s, next to
 # the same weights with retention off, and the retention models' answer profile (the layer at which each
 # question's answer was dropped, and the F1 per group).
@@ -90,11 +92,14 @@ ANSWER=(--distillation_ranking_weight 1 --distillation_ranking_target answer)  #
 ANSWER3=(--distillation_ranking_weight 3 --distillation_ranking_target answer)  # the best squad-val row
 MATCH=(--retention_scorer_question_match true)  # gates that count the question's words near each token
 HIDDEN5=(--distillation_hidden_weight 5)  # every layer's kept tokens held to the dense model's states
+RESTORE=(--retention_restore_attention true)  # dropped tokens attend to the last layer's kept tokens on restore
 ROWS=("rho0.5 0.5" "rho0.3 0.3" "rho0.5-answer 0.5 ${ANSWER[*]}" "rho0.3-answer 0.3 ${ANSWER[*]}"
   "rho0.5-answer3 0.5 ${ANSWER3[*]}" "rho0.3-answer3 0.3 ${ANSWER3[*]}"
   "rho0.5-answer3-match 0.5 ${ANSWER3[*]} ${MATCH[*]}" "rho0.3-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}"
   "rho0.5-answer3-match-hidden5 0.5 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]}"
-  "rho0.3-answer3-match-hidden5 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]}")
+  "rho0.3-answer3-match-hidden5 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]}"
+  "rho0.5-answer3-match-hidden5-restore 0.5 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} ${RESTORE[*]}"
+  "rho0.3-answer3-match-hidden5-restore 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} ${RESTORE[*]}")
 if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the table's rho 0.3 model, reused
   ROWS=("rho0.3 0.3" "ablation-gate1 0.3 --retention_first_gated_layer 1" "ablation-query 0.3 --retention_scorer_query true"
     "ablation-query-gate1 0.3 --retention_scorer_query true --retention_first_gated_layer 1"
@@ -105,7 +110,7 @@ if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the
     "ablation-answer3-hidden5 0.3 ${ANSWER3[*]} ${HIDDEN5[*]}"
     "ablation-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}"
     "ablation-answer3-match-hidden5 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]}"
-    "ablation-answer3-match-hidden5-restore 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} --retention_restore_attention true")
+    "ablation-answer3-match-hidden5-restore 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} ${RESTORE[*]}")
 fi
 mkdir -p "$RESULTS"
 TIMED_BEFORE=0  # the steps earlier invocations timed
