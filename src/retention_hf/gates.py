@@ -146,9 +146,7 @@ def question_columns(query_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
         torch._check(width <= query_mask.shape[1])
     else:
         width = int(counts.max().clamp(min=1))
-    index = stable_sort(query_mask.float(), descending=True).indices[:, :width]
-    valid = torch.arange(width, device=query_mask.device).unsqueeze(0) < counts.unsqueeze(1)
-    return index, valid
+    return alive_first(query_mask, width)
 
 
 class ContextScorer(nn.Module):
@@ -393,6 +391,6 @@ def scatter_to_positions(
 
 def alive_first(alive: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Slots to gather so that each row's alive slots come first, in order: ``(index, valid)``, both ``(batch, width)``."""
-    index = torch.sort((~alive).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    index = stable_sort((~alive).float()).indices[:, :width]  # a TopK when traced: the question match exports it
     valid = torch.arange(width, device=alive.device).unsqueeze(0) < alive.sum(dim=1, keepdim=True)
     return index.masked_fill(~valid, 0), valid
