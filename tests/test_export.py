@@ -110,8 +110,9 @@ def test_roberta_classifier_parity_without_token_types(exports):
 
 def test_question_answering_parity_with_protected_question(exports):
     """Start/end logits over every position: the restore of dropped tokens is in the graph too, and so are the
-    query-aware scorers' pooling of the question, their question-word match (its window is a CumSum) and the
-    restore's attention of the dropped tokens to the last layer's kept ones."""
+    query-aware scorers' pooling of the question, their question-word match (its window is a CumSum), the attention
+    the question pays each token (the prior) and the restore's attention of the dropped tokens to the last layer's
+    kept ones."""
     model, path = exports(
         BERT,
         rh.RetentionBertForQuestionAnswering,
@@ -122,6 +123,8 @@ def test_question_answering_parity_with_protected_question(exports):
         retention_scorer_query=True,
         retention_scorer_question_match=True,
         retention_scorer_match_window=2,
+        retention_scorer_attention_prior=True,
+        retention_scorer_attention_prior_source="question",
         retention_restore_attention=True,
     )
     assert ORTModel(path).output_names == ["start_logits", "end_logits", "kept_counts"]

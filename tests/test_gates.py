@@ -10,7 +10,7 @@ from retention_hf.gates import (
     decayed_prefix_sum,
     gather_slots,
     hard_concrete_sample,
-    question_columns,
+    masked_slots,
     scatter_to_positions,
     scheduled_keep_counts,
     select_kept_slots,
@@ -259,7 +259,7 @@ def test_question_match_compares_with_each_rows_own_question_tokens():
     query_mask = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 1]], dtype=torch.bool)
     alive = torch.ones(2, 7, dtype=torch.bool)
     alive[0, 5] = False
-    index, valid = question_columns(query_mask)
+    index, valid = masked_slots(query_mask)
     assert index[valid].tolist() == [0, 1, 2, 0, 6] and valid.tolist() == [[True] * 3, [True, True, False]]
     match = QuestionMatch(window=1)
     with torch.no_grad():

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .gates import first_token_attention
+from .gates import received_attention
 
 
 BASELINES = ("random", "truncation", "attention", "cls_attention")
@@ -91,7 +91,7 @@ class ClsAttentionScorer(nn.Module):
         self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         (attention,) = self.attention
-        return first_token_attention(
+        return received_attention(
             hidden_states, alive, attention.query, attention.key, attention.num_attention_heads, attention.scaling
         )
 

@@ -25,6 +25,7 @@ logger = logging.get_logger(__name__)
 
 SCHEDULE_NAMES = ("learned", "uniform", "geometric", "decay")
 SCORER_NAMES = ("context", "bidirectional", "mlp")
+ATTENTION_PRIOR_SOURCES = ("first_token", "question")
 BUDGET_COSTS = ("probability", "l0")
 COUNT_ROUNDINGS = ("budget", "ceil")
 GATE_SAMPLINGS = ("hard_concrete", "sigmoid")
@@ -83,6 +84,13 @@ def _check_match_window(value: Any) -> None:
 def _check_scorer(value: Any) -> None:
     if value not in SCORER_NAMES:
         raise ValueError(f"retention_scorer must be one of {SCORER_NAMES}, got {value!r}")
+
+
+def _check_attention_prior_source(value: Any) -> None:
+    if value not in ATTENTION_PRIOR_SOURCES:
+        raise ValueError(
+            f"retention_scorer_attention_prior_source must be one of {ATTENTION_PRIOR_SOURCES}, got {value!r}"
+        )
 
 
 def _check_decay(value: Any) -> None:
@@ -221,6 +229,11 @@ class RetentionConfig:
             keep level. Costs every token's key projection once more per gate. Top-k selection only:
             threshold selection and Hard-Concrete training read the score as a probability, which the prior
             would shift, and refuse it.
+        retention_scorer_attention_prior_source: Whose attention ``retention_scorer_attention_prior`` reads:
+            ``"first_token"`` (the default), or ``"question"``: the attention the protected question pays token
+            ``t``, averaged over the question's tokens ([CLS] and the separator with them), for extractive QA,
+            whose head reads the context rather than [CLS]. Needs ``retention_protect_first_segment``. Costs the
+            question's queries per gate, ``(q, n)`` dot products.
         retention_gate_init_bias: Initial bias of the scorer output. A positive bias starts training
             near keep-all, so the budget, not the initialisation, decides what is dropped.
         hard_concrete_beta / hard_concrete_gamma / hard_concrete_zeta: Hard-Concrete temperature and
@@ -303,6 +316,9 @@ class RetentionConfig:
     retention_scorer_hidden_size: int | None = validated_field(_check_scorer_hidden_size, default=None)
     retention_scorer_query: bool = False
     retention_scorer_attention_prior: bool = False
+    retention_scorer_attention_prior_source: Literal["first_token", "question"] = validated_field(
+        _check_attention_prior_source, default="first_token"
+    )
     retention_scorer_question_match: bool = False
     retention_scorer_match_window: int = validated_field(_check_match_window, default=15)
     retention_gate_init_bias: float | int = validated_field(_check_gate_bias, default=3.0)
@@ -395,6 +411,11 @@ class RetentionConfig:
             raise ValueError(
                 "retention_scorer_attention_prior needs retention_inference_selection='topk': threshold selection reads "
                 "the score as a keep probability, which the attention prior would shift"
+            )
+        if self.retention_scorer_attention_prior_source == "question" and not self.retention_protect_first_segment:
+            raise ValueError(
+                "retention_scorer_attention_prior_source='question' needs retention_protect_first_segment=True: the "
+                "question is the protected first segment"
             )
         if self.retention_learned_schedule is not None and len(self.retention_learned_schedule) != num_layers:
             raise ValueError(

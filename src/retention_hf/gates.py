@@ -57,27 +57,36 @@ def pooled_query(hidden_states: torch.Tensor, query_mask: torch.Tensor) -> torch
     return (hidden_states * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
-def first_token_attention(
+def received_attention(
     hidden_states: torch.Tensor,
     alive: torch.Tensor,
     query_proj: nn.Module,
     key_proj: nn.Module,
     num_heads: int,
     scaling: float,
+    sources: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``(batch, seq)`` float32: the attention the first slot ([CLS] / ``<s>``) pays every alive slot in a layer
-    with these query and key projections, averaged over heads; dead slots get 0.
+    """``(batch, seq)`` float32: the attention every alive slot receives in a layer with these query and key
+    projections, averaged over heads and over the attending slots; dead slots get 0.
 
-    EViT's token importance (Liang et al., 2022): the first token is the one a classification head reads, so the
-    tokens it attends to are the ones the prediction uses. Costs the first slot's query and every slot's key (the dot
-    products in float32).
+    The attending slots are the ``sources`` mask ``(batch, seq)`` of each row (the protected question of an extractive
+    QA input), or the first slot ([CLS] / ``<s>``) without one. The first slot's attention is EViT's token importance
+    (Liang et al., 2022): it is the token a classification head reads, so the tokens it attends to are the ones the
+    prediction uses. A QA head reads the context instead, and it is the question that looks for the answer there.
+    Costs the attending slots' queries and every slot's key (the dot products in float32).
     """
     batch, slots, _ = hidden_states.shape
-    query = query_proj(hidden_states[:, :1]).view(batch, num_heads, -1).float()
+    if sources is None:
+        attending, weights = hidden_states[:, :1], hidden_states.new_ones(batch, 1, dtype=torch.float32)
+    else:
+        columns, valid = masked_slots(sources)
+        attending, weights = gather_slots(hidden_states, columns), valid.float()
+    query = query_proj(attending).view(batch, attending.shape[1], num_heads, -1).float()
     keys = key_proj(hidden_states).view(batch, slots, num_heads, -1).float()
-    logits = torch.einsum("bhd,bshd->bhs", query, keys) * scaling
-    logits = logits.masked_fill(~alive.bool().unsqueeze(1), torch.finfo(logits.dtype).min)
-    return logits.softmax(dim=-1).mean(dim=1)
+    logits = torch.einsum("bqhd,bshd->bqhs", query, keys) * scaling
+    logits = logits.masked_fill(~alive.bool()[:, None, None], torch.finfo(logits.dtype).min)
+    per_source = logits.softmax(dim=-1).mean(dim=2)  # (batch, attending slots, seq)
+    return (per_source * weights.unsqueeze(-1)).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
 class QueryTerm(nn.Module):
@@ -127,7 +136,7 @@ class QuestionMatch(nn.Module):
         if query_mask is None:
             raise ValueError("retention_scorer_question_match needs the query tokens' mask (the protected question)")
         unit = nn.functional.normalize(hidden_states.float(), dim=-1)
-        columns, is_question = question_columns(query_mask)
+        columns, is_question = masked_slots(query_mask)
         similarity = unit @ gather_slots(unit, columns).transpose(1, 2)  # (batch, n, longest question)
         close = torch.sigmoid(self.SHARPNESS * (similarity - self.threshold.float()))
         # the question's own tokens (always kept) would count themselves and lift the context next to them
@@ -135,18 +144,20 @@ class QuestionMatch(nn.Module):
         return self.match_scale.float() * torch.log1p(window_sum(counts, self.window))
 
 
-def question_columns(query_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The slots of each row's query tokens, in order, padded to the longest query: ``(index, valid)``, both
-    ``(batch, q)``. The match compares every token with these ``q`` columns instead of all ``n``; the query is not
-    always a prefix (a protected separator can close the context), so each row gathers its own."""
-    counts = query_mask.sum(dim=1)
+def masked_slots(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The slots of each row's ``mask`` ``(batch, n)``, in order, padded to the row with the most (at least one):
+    ``(index, valid)``, both ``(batch, m)``. Work done on them costs ``m`` instead of ``n`` per row: the question
+    match and the question's attention compare every token with the question's ``q`` slots only (the question is
+    not always a prefix: a protected separator can close the context), and the restore's attention runs on the
+    dropped tokens only."""
+    counts = mask.sum(dim=1)
     if is_tracing():  # a data-dependent width: an unbacked size with the bounds the exporter needs
         width = counts.max().clamp(min=1).item()
         torch._check(width >= 1)
-        torch._check(width <= query_mask.shape[1])
+        torch._check(width <= mask.shape[1])
     else:
         width = int(counts.max().clamp(min=1))
-    return alive_first(query_mask, width)
+    return alive_first(mask, width)
 
 
 class ContextScorer(nn.Module):
@@ -161,7 +172,7 @@ class ContextScorer(nn.Module):
 
     With ``attention_prior`` the scorer holds ``attention_prior_scale`` (learned, starting at 1), and the encoder,
     which owns the layer weights, adds ``attention_prior_scale * log a_t`` to its score, ``a_t`` being
-    :func:`first_token_attention` in the layer the gate feeds (``retention_scorer_attention_prior``).
+    :func:`received_attention` in the layer the gate feeds (``retention_scorer_attention_prior``).
     """
 
     def __init__(

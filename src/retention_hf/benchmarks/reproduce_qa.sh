@@ -24,7 +24,8 @@
 #     dense model's states, against the encoder drift that retention-off F1 shows), and with that weight and gates
 #     that count the question's words near each token (retention_scorer_question_match), with both of the last two,
 #     and with both and dropped tokens restored through one attention pass over the last layer's kept tokens
-#     (retention_restore_attention)
+#     (retention_restore_attention), and with all of that and gates that start from the attention the question
+#     pays each token in the layer they feed (retention_scorer_attention_prior_source=question)
 #   QA_ROWS="ablation-answer" bash src/retention_hf/benchmarks/reproduce_qa.sh ablation   # only these rows; the
 #     table keeps the other rows' results already in results/ (from the same dense model: seed 0 reproduces it)
 #   QA_ROWS="rho0.5-answer rho0.3-answer" bash src/retention_hf/benchmarks/reproduce_qa.sh   # only these rows
@@ -93,6 +94,8 @@ ANSWER3=(--distillation_ranking_weight 3 --distillation_ranking_target answer)  
 MATCH=(--retention_scorer_question_match true)  # gates that count the question's words near each token
 HIDDEN5=(--distillation_hidden_weight 5)  # every layer's kept tokens held to the dense model's states
 RESTORE=(--retention_restore_attention true)  # dropped tokens attend to the last layer's kept tokens on restore
+# gates that start from the attention the question pays each token in the layer they feed
+QPRIOR=(--retention_scorer_attention_prior true --retention_scorer_attention_prior_source question)
 ROWS=("rho0.5 0.5" "rho0.3 0.3" "rho0.5-answer 0.5 ${ANSWER[*]}" "rho0.3-answer 0.3 ${ANSWER[*]}"
   "rho0.5-answer3 0.5 ${ANSWER3[*]}" "rho0.3-answer3 0.3 ${ANSWER3[*]}"
   "rho0.5-answer3-match 0.5 ${ANSWER3[*]} ${MATCH[*]}" "rho0.3-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}"
@@ -110,7 +113,8 @@ if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the
     "ablation-answer3-hidden5 0.3 ${ANSWER3[*]} ${HIDDEN5[*]}"
     "ablation-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}"
     "ablation-answer3-match-hidden5 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]}"
-    "ablation-answer3-match-hidden5-restore 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} ${RESTORE[*]}")
+    "ablation-answer3-match-hidden5-restore 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} ${RESTORE[*]}"
+    "ablation-answer3-match-hidden5-restore-qprior 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} ${RESTORE[*]} ${QPRIOR[*]}")
 fi
 mkdir -p "$RESULTS"
 TIMED_BEFORE=0  # the steps earlier invocations timed

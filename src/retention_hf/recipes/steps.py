@@ -78,6 +78,10 @@ class ModelArguments:
         default=None,
         metadata={"help": "Gates start from, and learn to correct, the [CLS] token's attention ranking (top-k only)."},
     )
+    retention_scorer_attention_prior_source: str | None = field(
+        default=None,
+        metadata={"help": "Whose attention that prior reads: 'first_token' or 'question' (extractive QA)."},
+    )
     retention_scorer_question_match: bool | None = field(
         default=None,
         metadata={"help": "Every gate adds a learned count of the question's words near each token (extractive QA)."},
@@ -103,6 +107,7 @@ RETENTION_OVERRIDES = (
     "retention_merge_dropped",
     "retention_scorer_query",
     "retention_scorer_attention_prior",
+    "retention_scorer_attention_prior_source",
     "retention_scorer_question_match",
     "retention_scorer_match_window",
     "retention_restore_attention",
