@@ -199,15 +199,16 @@ def attend_to_kept(
 
     query = split(attention.self.query(queries))
     key, value = split(attention.self.key(kept)), split(attention.self.value(kept))
+    mask = additive_key_mask(kept_real.to(query.dtype), query.dtype)
+    if is_tracing():  # the number of queries depends on the data: broadcasting one mask row would guard on it being 1
+        mask = mask.expand(-1, -1, query.shape[2], -1)
     # one fused kernel: the (n, w) logits, their mask, softmax and weighted sum were 13 % of a MiniLM QA forward at
     # rho 0.5 as separate ops (384 tokens, batch 32), several times the projections' cost
     context = nn.functional.scaled_dot_product_attention(
         query,
         key,
         value,
-        # expanded over the queries: their number depends on the data when exported, and broadcasting a mask of
-        # one row against it would need a guard on that number being 1
-        attn_mask=additive_key_mask(kept_real.to(query.dtype), query.dtype).expand(-1, -1, query.shape[2], -1),
+        attn_mask=mask,
         dropout_p=attention.self.dropout.p if layer.training else 0.0,
         scale=attention.self.scaling,
     )
