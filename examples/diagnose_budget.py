@@ -181,10 +181,10 @@ def shifted_threshold_selection(model, offsets: list[float]) -> Iterator[dict]:
     prior = config.retention_scorer_attention_prior
     recorded: dict = {"candidates": {index: [] for index in range(len(offsets))}, "reached": [0] * len(offsets)}
 
-    def score(index, hidden_states, alive, query_mask):
+    def score(index, hidden_states, alive, query_mask, sentences=None):
         config.retention_scorer_attention_prior = prior
         try:
-            scores = original_score(index, hidden_states, alive, query_mask)
+            scores = original_score(index, hidden_states, alive, query_mask, sentences)
         finally:
             config.retention_scorer_attention_prior = False
         recorded["candidates"][index].append(scores[alive & ~query_mask].float())

@@ -8,12 +8,15 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import BertForSequenceClassification
 
 from retention_hf import RetentionBertForSequenceClassification
 from retention_hf.baselines import BASELINES
 from retention_hf.benchmarks import data as bench_data
 from retention_hf.benchmarks import report
 from retention_hf.benchmarks.data import DATASETS, load_examples
+from retention_hf.benchmarks.models import load_retention_model, save_untrained_twin
 from retention_hf.benchmarks.run import main as run_benchmarks
 
 from families import save_tiny_text_model
@@ -246,3 +249,23 @@ def test_imdb_train_splits_are_disjoint_and_balanced(tmp_path):
     assert not {row["id"] for row in rows[train.name]} & {row["id"] for row in rows[validation.name]}
     train.write_text("kept")
     assert bench_data.write_imdb_train_splits(tmp_path) == (train, validation) and train.read_text() == "kept"
+
+
+def test_an_untrained_twin_has_the_trained_config_and_the_base_encoder(tmp_path):
+    """reproduce_onnx.sh's ONNX_WEIGHTS=untrained: a trained checkpoint's config on the base model's encoder
+    weights, with the base tokenizer, so that its export has the same graph and kept counts as the trained one's."""
+    trained = save_tiny_text_model(
+        tmp_path / "trained", RetentionBertForSequenceClassification, retention_ratio=0.3, retention_schedule="decay"
+    )
+    base = save_tiny_text_model(tmp_path / "base", BertForSequenceClassification, hidden_act="relu")
+    stock = BertForSequenceClassification.from_pretrained(base)
+    with torch.no_grad():  # weights of its own, whatever the tiny models' shared seed gives
+        for weight in stock.parameters():
+            weight.add_(torch.randn_like(weight))
+    stock.save_pretrained(base)
+    save_untrained_twin(str(trained / "config.json"), str(tmp_path / "twin"), str(base))
+    twin = load_retention_model(str(tmp_path / "twin"))
+    assert twin.config.to_diff_dict() == load_retention_model(str(trained)).config.to_diff_dict()
+    for name, weight in stock.bert.encoder.state_dict().items():
+        assert torch.equal(twin.bert.encoder.state_dict()[name], weight), name
+    assert (tmp_path / "twin" / "tokenizer.json").exists()

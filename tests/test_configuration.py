@@ -63,6 +63,12 @@ def test_defaults(family):
         ("retention_first_gated_layer", -1, r"retention_first_gated_layer must be an integer >= 0, got -1"),
         ("retention_scorer_match_window", -1, r"retention_scorer_match_window must be an integer >= 0, got -1"),
         (
+            "retention_scorer_match_sentence_end_ids",
+            [1012, -5],
+            r"retention_scorer_match_sentence_end_ids must hold non-negative integers, got -5",
+        ),
+        ("retention_scorer_match_sentence_end_ids", ".", r"retention_scorer_match_sentence_end_ids must be a list"),
+        (
             "retention_scorer",
             "lstm",
             r"retention_scorer must be one of \('context', 'bidirectional', 'mlp'\), got 'lstm'",
@@ -112,6 +118,11 @@ def test_every_field_is_validated(family, field, value, message):
         (
             {"retention_protect_first_segment": True},
             r"retention_protect_first_segment needs the separator in retention_protected_token_ids",
+        ),
+        (
+            {"retention_scorer_match_sentence_end_ids": [1012]},
+            r"retention_scorer_match_sentence_end_ids=\[1012\] sets the span of retention_scorer_question_match, "
+            "which is off",
         ),
     ],
 )

@@ -108,11 +108,13 @@ def test_roberta_classifier_parity_without_token_types(exports):
     assert_parity(model, path, ROBERTA, token_type_ids=False)
 
 
-def test_question_answering_parity_with_protected_question(exports):
+@pytest.mark.parametrize("match_span", ["window", "sentence"])
+def test_question_answering_parity_with_protected_question(exports, match_span):
     """Start/end logits over every position: the restore of dropped tokens is in the graph too, and so are the
-    query-aware scorers' pooling of the question, their question-word match (its window is a CumSum), the attention
-    the question pays each token (the prior) and the restore's attention of the dropped tokens to the last layer's
-    kept ones."""
+    query-aware scorers' pooling of the question, their question-word match (its window is a CumSum; its sentence
+    sums, a ScatterElements add), the attention the question pays each token (the prior) and the restore's attention
+    of the dropped tokens to the last layer's kept ones."""
+    sentences = {"retention_scorer_match_sentence_end_ids": [5]} if match_span == "sentence" else {}
     model, path = exports(
         BERT,
         rh.RetentionBertForQuestionAnswering,
@@ -126,12 +128,14 @@ def test_question_answering_parity_with_protected_question(exports):
         retention_scorer_attention_prior=True,
         retention_scorer_attention_prior_source="question",
         retention_restore_attention=True,
+        **sentences,
     )
     assert ORTModel(path).output_names == ["start_logits", "end_logits", "kept_counts"]
     session = ORTModel(path)
     for lengths, seq_len in BATCHES.values():
         inputs = inputs_for(BERT, lengths, seq_len, token_type_ids=True)
         inputs["input_ids"][:, min(3, seq_len - 1)] = 4  # the question ends at position 3
+        inputs["input_ids"][:, 6::5] = 5  # sentences end at positions 6, 11, ...
         assert check_parity(model, session, inputs) <= 1e-4
 
 

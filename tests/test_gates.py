@@ -14,6 +14,7 @@ from retention_hf.gates import (
     scatter_to_positions,
     scheduled_keep_counts,
     select_kept_slots,
+    sentence_sum,
     window_sum,
 )
 
@@ -249,6 +250,39 @@ def test_question_match_counts_question_words_in_the_window():
     torch.testing.assert_close(match(hidden_states, alive, query_mask), torch.zeros(1, 6), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="needs the query tokens' mask"):
         match(hidden_states, alive, None)
+
+
+def test_sentence_sum_sums_over_each_slots_sentence():
+    """Sentence ids as they come from the full-length input (not starting at 0, larger than the slot count): each
+    slot gets its run's total, and a gather that keeps the runs' order (filler after them) changes nothing for the
+    kept slots."""
+    values = torch.tensor([[1.0, 2.0, 4.0, 8.0, 16.0, 32.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    sentences = torch.tensor([[3, 3, 7, 7, 7, 12], [0, 0, 0, 0, 0, 0]])
+    expected = torch.tensor([[3.0, 3.0, 28.0, 28.0, 28.0, 32.0], [6.0] * 6])
+    torch.testing.assert_close(sentence_sum(values, sentences), expected, rtol=0, atol=0)
+    slots = torch.tensor([[0, 2, 4, 5, 1], [1, 2, 5, 0, 3]])  # row 0 keeps 4 slots, then slot 1 as filler
+    valid = torch.tensor([[True, True, True, True, False], [True, True, True, False, False]])
+    kept_values = values.gather(1, slots) * valid
+    gathered = sentence_sum(kept_values, sentences.gather(1, slots))
+    expected_kept = torch.tensor([[1.0, 20.0, 20.0, 32.0], [3.0, 3.0, 3.0, 3.0]])
+    torch.testing.assert_close(gathered[:, :4] * valid[:, :4], expected_kept * valid[:, :4], rtol=0, atol=0)
+
+
+def test_question_match_counts_question_words_in_the_sentence():
+    """Orthonormal states: positions 0-1 are the question, position 3 repeats its first word; sentences [0, 0],
+    [2, 3, 4, 5], [6, 7]. Every alive token of position 3's sentence gets its count, beyond any window."""
+    basis = torch.eye(8)
+    hidden_states = torch.stack([basis[0], basis[1], basis[2], basis[0], basis[4], basis[5], basis[6], basis[7]])
+    query_mask = torch.tensor([[True, True] + [False] * 6])
+    alive = torch.ones(1, 8, dtype=torch.bool)
+    sentences = torch.tensor([[0, 0, 1, 1, 1, 1, 2, 2]])
+    match = QuestionMatch(window=0)
+    close = torch.sigmoid(torch.tensor(50.0 * (1.0 - 0.9))).item()
+    expected = torch.log1p(torch.tensor([[0.0, 0.0] + [close] * 4 + [0.0, 0.0]]))
+    scores = match(hidden_states.unsqueeze(0), alive, query_mask, sentences)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
+    window_only = match(hidden_states.unsqueeze(0), alive, query_mask)
+    assert (window_only[0] > 1e-6).nonzero().flatten().tolist() == [3]
 
 
 def test_question_match_compares_with_each_rows_own_question_tokens():

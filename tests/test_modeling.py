@@ -13,6 +13,7 @@ from huggingface_hub.errors import StrictDataclassFieldValidationError
 
 import retention_hf.modeling_retention as modeling
 from retention_hf.gates import scheduled_keep_counts
+from retention_hf.modeling_retention import sentence_ids
 
 from families import FAMILIES
 
@@ -702,6 +703,49 @@ def test_question_match_keeps_the_context_around_a_repeated_question_word(family
         ValueError, match="retention_scorer_question_match=False, but this model's gates were built with"
     ):
         model(**inputs)
+
+
+def test_question_match_over_sentences_keeps_the_whole_sentence_at_every_gate(family):
+    """As above, with sentence ends (id 5) at positions 9 and 17: the sentence of the repeated word is 10-17, wider
+    than the window of 2. Every gate ranks that sentence first while the repeated word is alive, so each layer keeps
+    all of it or only it (with the question); the sentence ids follow the tokens through every gather."""
+    inputs = family.inputs([20] * 2, seed=5)
+    inputs["input_ids"][:, 1:4] = torch.tensor([7, 8, 4])
+    inputs["input_ids"][:, 4:] = torch.arange(30, 46)
+    inputs["input_ids"][:, [9, 17]] = 5
+    inputs["input_ids"][0, 14] = 8
+    model = make_model(
+        family,
+        "qa",
+        retention_ratio=0.5,
+        retention_schedule="decay",
+        retention_scorer_question_match=True,
+        retention_scorer_match_window=2,
+        retention_scorer_match_sentence_end_ids=[5],
+        retention_protect_first_segment=True,
+        retention_protected_token_ids=[4],
+    )
+    assert sentence_ids(model.config, inputs["input_ids"])[0].tolist() == [0] * 10 + [1] * 8 + [2] * 2
+    with torch.no_grad():
+        model.base_model.embeddings.word_embeddings.weight.mul_(100.0)
+        for gate in model.base_model.encoder.gates.values():
+            gate.question_match.match_scale.fill_(100.0)
+        outputs = model(**inputs)
+    question, sentence = {0, 1, 2, 3}, set(range(10, 18))
+    counts = outputs.kept_counts[0].tolist()
+    assert counts[0] > 12 > counts[-1], "the schedule keeps more than question and sentence first, fewer last"
+    for layer_positions in outputs.kept_positions:
+        kept = set(layer_positions[0].tolist()) - {-1}
+        if 14 not in kept:
+            break
+        assert sentence <= kept or kept <= question | sentence, sorted(kept)
+    model.config.retention_scorer_match_sentence_end_ids = None  # the window again: 10, 11 and 17 lose their lift
+    with torch.no_grad():
+        windowed = set(model(**inputs).kept_positions[-1][0].tolist())
+    assert {12, 13, 14, 15, 16} & windowed and not {10, 11, 17} <= windowed
+    model.config.retention_scorer_match_sentence_end_ids = [5]
+    with pytest.raises(ValueError, match="retention_scorer_match_sentence_end_ids finds the sentences in input_ids"):
+        sentence_ids(model.config, None)  # inputs_embeds only
 
 
 def test_restore_attention_catches_up_the_dropped_tokens_only(family):

@@ -26,6 +26,7 @@ from retention_hf.question_answering import (
 )
 from retention_hf.recipes import squad_data
 from retention_hf.recipes.question_answering import main as run_qa
+from retention_hf.recipes.steps import ModelArguments, question_protection
 from retention_hf.recipes.token_classification import main as run_tagging
 from retention_hf.recipes.token_classification import render
 
@@ -296,6 +297,8 @@ def test_qa_recipe_end_to_end_from_the_command_line(tmp_path, capsys):
             "--dataset=squad-tiny",
             "--retention_ratio=0.5",
             "--protect_question",
+            "--retention_scorer_question_match=true",
+            "--retention_scorer_match_sentences=true",
             "--max_seq_length=96",
             "--doc_stride=32",
             "--max_steps=2",
@@ -322,6 +325,7 @@ def test_qa_recipe_end_to_end_from_the_command_line(tmp_path, capsys):
     assert results["eval_speedup"] > 0
     saved = AutoConfig.from_pretrained(tmp_path / "out")
     assert saved.retention_protect_first_segment and saved.retention_protected_token_ids == [102]
+    assert saved.retention_scorer_question_match and saved.retention_scorer_match_sentence_end_ids == [1012, 1029, 999]
 
     # the reference, the speed-up and the profile on the first 5 questions; the model's own scores still on all 12
     timed = run_qa(
@@ -345,6 +349,15 @@ def test_qa_recipe_end_to_end_from_the_command_line(tmp_path, capsys):
     assert sum(row["share"] * row["f1_reference"] for row in profile) == pytest.approx(timed["eval_f1_retention_off"])
     speedup = timed["eval_questions_per_second_timing_questions"] / timed["eval_questions_per_second_retention_off"]
     assert timed["eval_speedup"] == pytest.approx(speedup), "both sides of the speed-up timed on the same questions"
+
+
+def test_the_sentence_match_needs_the_protected_question(tokenizer):
+    arguments = ModelArguments(retention_scorer_match_sentences=True)
+    with pytest.raises(ValueError, match="--retention_scorer_match_sentences counts the protected question"):
+        question_protection(tokenizer, arguments, protect_question=False)
+    assert question_protection(tokenizer, ModelArguments(), protect_question=False) == {}
+    ends = question_protection(tokenizer, arguments, protect_question=True)["retention_scorer_match_sentence_end_ids"]
+    assert tokenizer.convert_ids_to_tokens(ends) == [".", "?", "!"]
 
 
 def test_the_timing_subset_must_hold_a_question(tmp_path):
@@ -387,3 +400,4 @@ def test_token_classification_recipe_lines_up_tags_with_tokens(tmp_path, capsys)
     assert "\nQ: " in capsys.readouterr().out
     saved = AutoConfig.from_pretrained(tmp_path / "out")
     assert saved.retention_protect_first_segment and saved.retention_protected_token_ids == [102]
+    assert saved.retention_scorer_question_match and saved.retention_scorer_match_sentence_end_ids == [1012, 1029, 999]

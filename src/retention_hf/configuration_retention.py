@@ -123,12 +123,21 @@ def _check_zeta(value: Any) -> None:
         raise ValueError(f"hard_concrete_zeta (upper stretch limit) must be > 1, got {value!r}")
 
 
-def _check_protected_ids(value: Any) -> None:
+def _check_token_ids(name: str, value: Any) -> None:
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"retention_protected_token_ids must be a list of token ids, got {value!r}")
+        raise ValueError(f"{name} must be a list of token ids, got {value!r}")
     for token_id in value:
         if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
-            raise ValueError(f"retention_protected_token_ids must hold non-negative integers, got {token_id!r}")
+            raise ValueError(f"{name} must hold non-negative integers, got {token_id!r}")
+
+
+def _check_protected_ids(value: Any) -> None:
+    _check_token_ids("retention_protected_token_ids", value)
+
+
+def _check_sentence_end_ids(value: Any) -> None:
+    if value is not None:
+        _check_token_ids("retention_scorer_match_sentence_end_ids", value)
 
 
 def _check_min_tokens(value: Any) -> None:
@@ -220,6 +229,10 @@ class RetentionConfig:
             similarity per gate, ``q`` being the longest question of the batch.
         retention_scorer_match_window: The half-width, in alive tokens, of ``retention_scorer_question_match``'s
             window.
+        retention_scorer_match_sentence_end_ids: Token ids that end a sentence (for example those of ``.``, ``?``
+            and ``!``). When set, ``retention_scorer_question_match`` counts over the alive tokens of ``t``'s
+            sentence instead of the window (a sentence runs up to and including one of these ids; text without them
+            is one sentence). Needs ``input_ids``.
         retention_scorer_attention_prior: Every gate's score adds ``w * log a_t``, where ``a_t`` is the attention
             the first token ([CLS] / ``<s>``) pays token ``t`` in the layer the gate feeds (EViT's importance, the
             ``cls_attention`` baseline), computed from that layer's own query and key weights without gradient, and
@@ -321,6 +334,7 @@ class RetentionConfig:
     )
     retention_scorer_question_match: bool = False
     retention_scorer_match_window: int = validated_field(_check_match_window, default=15)
+    retention_scorer_match_sentence_end_ids: list[int] | None = validated_field(_check_sentence_end_ids, default=None)
     retention_gate_init_bias: float | int = validated_field(_check_gate_bias, default=3.0)
     hard_concrete_beta: float | int = validated_field(_check_beta, default=0.66)
     hard_concrete_gamma: float | int = validated_field(_check_gamma, default=-0.1)
@@ -416,6 +430,11 @@ class RetentionConfig:
             raise ValueError(
                 "retention_scorer_attention_prior_source='question' needs retention_protect_first_segment=True: the "
                 "question is the protected first segment"
+            )
+        if self.retention_scorer_match_sentence_end_ids and not self.retention_scorer_question_match:
+            raise ValueError(
+                f"retention_scorer_match_sentence_end_ids={self.retention_scorer_match_sentence_end_ids} sets the span "
+                "of retention_scorer_question_match, which is off"
             )
         if self.retention_learned_schedule is not None and len(self.retention_learned_schedule) != num_layers:
             raise ValueError(

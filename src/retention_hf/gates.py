@@ -110,14 +110,27 @@ def window_sum(values: torch.Tensor, window: int) -> torch.Tensor:
     return prefix[:, 2 * window + 1 :] - prefix[:, :length]
 
 
+def sentence_sum(values: torch.Tensor, sentences: torch.Tensor) -> torch.Tensor:
+    """``out[:, t]`` sums ``values`` ``(batch, n)`` over the run of slots around ``t`` that share its sentence id
+    (``sentences``, ``(batch, n)``, non-decreasing along each row's real slots, as gathering keeps their order).
+
+    The runs are relabelled ``0 .. n - 1`` first, so the ids may come from the full-length input while ``n`` is
+    the number of slots left after the gates before."""
+    changes = sentences[:, 1:] != sentences[:, :-1]
+    runs = torch.cat([torch.zeros_like(sentences[:, :1]), changes.long().cumsum(dim=1)], dim=1)
+    totals = torch.zeros_like(values).scatter_add(1, runs, values)
+    return totals.gather(1, runs)
+
+
 class QuestionMatch(nn.Module):
     """``w * log(1 + n_t)``: the extractive-QA prior ``retention_scorer_question_match`` adds to a gate's score.
 
     ``c_t = sum_q sigmoid(SHARPNESS * (cos(h_t, h_q) - threshold))`` softly counts the question tokens ``q`` (the
     query mask) whose hidden state is close to that of ``t``, an alive token outside the question, and ``n_t`` sums
-    ``c`` over the slots within ``window`` of ``t``. The answer of a question usually sits in the sentence that
-    repeats its words, which is visible before any layer has run, where the learned scorer alone cannot see the
-    question. ``threshold`` (starting at 0.9) and ``w`` (starting at 1) are learned per gate, which holds this module;
+    ``c`` over the slots within ``window`` of ``t`` or, given sentence ids (``retention_scorer_match_sentence_end_ids``),
+    over the alive slots of ``t``'s sentence, which a window of fixed width cuts. The answer of a question usually
+    sits in the sentence that repeats its words, which is visible before any layer has run, where the learned scorer
+    alone cannot see the question. ``threshold`` (starting at 0.9) and ``w`` (starting at 1) are learned per gate, which holds this module;
     the encoder adds it to the gate's score, as it adds the attention prior.
     """
 
@@ -131,7 +144,11 @@ class QuestionMatch(nn.Module):
         self.match_scale = nn.Parameter(torch.ones(()))
 
     def forward(
-        self, hidden_states: torch.Tensor, alive: torch.Tensor, query_mask: torch.Tensor | None
+        self,
+        hidden_states: torch.Tensor,
+        alive: torch.Tensor,
+        query_mask: torch.Tensor | None,
+        sentences: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if query_mask is None:
             raise ValueError("retention_scorer_question_match needs the query tokens' mask (the protected question)")
@@ -141,7 +158,8 @@ class QuestionMatch(nn.Module):
         close = torch.sigmoid(self.SHARPNESS * (similarity - self.threshold.float()))
         # the question's own tokens (always kept) would count themselves and lift the context next to them
         counts = (close * is_question.unsqueeze(1).float()).sum(dim=-1) * (alive & ~query_mask).float()
-        return self.match_scale.float() * torch.log1p(window_sum(counts, self.window))
+        nearby = window_sum(counts, self.window) if sentences is None else sentence_sum(counts, sentences)
+        return self.match_scale.float() * torch.log1p(nearby)
 
 
 def masked_slots(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -264,8 +264,11 @@ class RetentionEncoder(nn.Module):
         protected: torch.Tensor,
         restore_dropped_tokens: bool = False,
         retention_ratio: float | torch.Tensor | list[float] | None = None,
+        sentences: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> _EncoderResult:
+        """``sentences`` ``(batch, seq)``: each token's sentence id, which ``retention_scorer_question_match`` counts
+        within when ``retention_scorer_match_sentence_end_ids`` is set (see :func:`sentence_ids`)."""
         config = self.config
         protected = protected & attention_mask.bool()  # a protected id in padding is still padding
         retention_ratio = _per_call_budget(retention_ratio, hidden_states.shape[0])
@@ -304,9 +307,11 @@ class RetentionEncoder(nn.Module):
                 "RetentionTrainer's selection_training='topk' does)"
             )
         if self.training and not self.config.retention_train_with_topk:
-            return self._soft_forward(hidden_states, attention_mask, protected, restore_dropped_tokens, **kwargs)
+            return self._soft_forward(
+                hidden_states, attention_mask, protected, restore_dropped_tokens, sentences, **kwargs
+            )
         return self._compact_forward(
-            hidden_states, attention_mask, protected, restore_dropped_tokens, retention_ratio, **kwargs
+            hidden_states, attention_mask, protected, restore_dropped_tokens, sentences, retention_ratio, **kwargs
         )
 
     def _layer_ratios(self, ratio: float | list[float] | None) -> list[float] | list[list[float]]:
@@ -317,7 +322,7 @@ class RetentionEncoder(nn.Module):
         schedules = {value: self.config.retention_layer_ratios(value) for value in set(ratio)}
         return [schedules[value] for value in ratio]
 
-    def _score(self, index: int, hidden_states, alive, query_mask) -> torch.Tensor:
+    def _score(self, index: int, hidden_states, alive, query_mask, sentences=None) -> torch.Tensor:
         """The logits of the gate before layer ``index``, with the gate's priors (question match, attention) added; a
         query-aware scorer also gets the query tokens' mask (any other scorer, such as the training-free baselines that
         stand in for the gates, keeps the two-argument call)."""
@@ -342,7 +347,7 @@ class RetentionEncoder(nn.Module):
                 "change it"
             )
         if matching:
-            scores = scores + gate.question_match(hidden_states, alive, query_mask)
+            scores = scores + gate.question_match(hidden_states, alive, query_mask, sentences)
         if scale is not None:
             scores = scores + scale.float() * self._log_attention_prior(index, hidden_states, alive, query_mask)
         return scores
@@ -445,7 +450,14 @@ class RetentionEncoder(nn.Module):
 
     # -------------------------------------------------------------------------------- top-k: gather
     def _compact_forward(
-        self, hidden_states, attention_mask, protected, restore, ratio: float | list[float] | None = None, **kwargs
+        self,
+        hidden_states,
+        attention_mask,
+        protected,
+        restore,
+        sentences=None,
+        ratio: float | list[float] | None = None,
+        **kwargs,
     ) -> _EncoderResult:
         """Scheduled top-k selection with physical removal: inference, and top-k training.
 
@@ -502,7 +514,7 @@ class RetentionEncoder(nn.Module):
             if str(index) in self.gates:
                 scores = None
                 if by_threshold:
-                    scores = self._score(index, hidden_states, real, protected & real)
+                    scores = self._score(index, hidden_states, real, protected & real, sentences)
                     passing = (self._keep_probability(scores) >= config.retention_threshold) | protected
                     keep = (passing & real).sum(dim=1).clamp(min=config.retention_min_tokens)
                     keep = torch.minimum(keep, current)
@@ -517,7 +529,7 @@ class RetentionEncoder(nn.Module):
                     if scores is None:
                         detach = training and config.retention_detach_scorer_input
                         scorer_input = hidden_states.detach() if detach else hidden_states
-                        scores = self._score(index, scorer_input, real, protected & real)
+                        scores = self._score(index, scorer_input, real, protected & real, sentences)
                     if training:
                         gate_scores[index] = scores
                         gate_positions[index] = positions.masked_fill(~real | protected, -1)
@@ -543,6 +555,8 @@ class RetentionEncoder(nn.Module):
                     positions = gather_slots(positions, slots).masked_fill(~valid & gather_slots(real, slots), -1)
                     real = gather_slots(real, slots) & valid
                     protected = gather_slots(protected, slots) & valid
+                    if sentences is not None:
+                        sentences = gather_slots(sentences, slots)
                     if straight_through:
                         kept_scores = gather_slots(scores, slots)
                         delta = (kept_scores - kept_scores.detach()).masked_fill(protected | ~real, 0.0)
@@ -610,7 +624,9 @@ class RetentionEncoder(nn.Module):
         return total / new_mass.clamp(min=1.0).view(-1, 1, 1), new_mass
 
     # -------------------------------------------------------------------------------- train: soft gates
-    def _soft_forward(self, hidden_states, attention_mask, protected, restore, **kwargs) -> _EncoderResult:
+    def _soft_forward(
+        self, hidden_states, attention_mask, protected, restore, sentences=None, **kwargs
+    ) -> _EncoderResult:
         """Training pass with relaxed gates.
 
         With ``retention_sparse_training`` the tokens whose cumulative gate is exactly 0 are gathered
@@ -641,7 +657,7 @@ class RetentionEncoder(nn.Module):
             if str(index) in self.gates:
                 alive = gate > 0
                 scorer_input = hidden_states.detach() if config.retention_detach_scorer_input else hidden_states
-                log_alpha = self._score(index, scorer_input, alive, protected & alive & real)
+                log_alpha = self._score(index, scorer_input, alive, protected & alive & real, sentences)
                 gate_scores[index] = log_alpha
                 gate_positions[index] = positions.masked_fill(~(alive & real) | protected, -1)
                 sample = torch.where(protected, 1.0, self._sample_gates(log_alpha, positions, seq_len))
@@ -667,6 +683,8 @@ class RetentionEncoder(nn.Module):
                     positions = gather_slots(positions, slots).masked_fill(~valid, -1)
                     real = gather_slots(real, slots) & valid
                     protected = gather_slots(protected, slots) & valid
+                    if sentences is not None:
+                        sentences = gather_slots(sentences, slots)
                     gate = gate * valid
                 layer_input = hidden_states * gate.unsqueeze(-1).to(hidden_states.dtype)
                 mask = additive_key_mask(gate, hidden_states.dtype)
@@ -832,6 +850,18 @@ def _check_encoder_config(model_class: type, config: RetentionConfig) -> None:
         )
 
 
+def sentence_ids(config: RetentionConfig, input_ids: torch.Tensor | None) -> torch.Tensor | None:
+    """Each token's sentence number ``(batch, seq)`` for ``retention_scorer_match_sentence_end_ids`` (``None``
+    without them): a sentence ends with one of those ids, which belongs to it."""
+    end_ids = config.retention_scorer_match_sentence_end_ids
+    if not end_ids or not config.retention_scorer_question_match:
+        return None
+    if input_ids is None:
+        raise ValueError("retention_scorer_match_sentence_end_ids finds the sentences in input_ids; pass input_ids")
+    ends = (input_ids.unsqueeze(-1) == torch.tensor(end_ids, device=input_ids.device)).any(dim=-1).long()
+    return ends.cumsum(dim=1) - ends
+
+
 def _protected_positions(
     config: RetentionConfig, input_ids: torch.Tensor | None, shape: tuple[int, int], device, protected_mask
 ) -> torch.Tensor:
@@ -927,6 +957,7 @@ class RetentionModelMixin:
             protected=protected,
             restore_dropped_tokens=restore_dropped_tokens,
             retention_ratio=retention_ratio,
+            sentences=sentence_ids(self.config, input_ids),
             **kwargs,
         )
         sequence_output = encoded.last_hidden_state

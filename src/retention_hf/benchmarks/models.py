@@ -7,7 +7,7 @@ that none of them imports another.
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import retention_hf
 
@@ -34,3 +34,16 @@ def set_configuration(model: torch.nn.Module, configuration: str) -> None:
         return
     model.config.retention_enabled = True
     model.config.retention_ratio = float(configuration.split("=", 1)[1])
+
+
+def save_untrained_twin(config_file: str, output: str, base: str) -> None:
+    """Write to ``output`` the checkpoint ``config_file`` describes (a trained model's ``config.json``) built on
+    ``base``'s encoder weights, with fresh gates and head, and ``base``'s tokenizer.
+
+    The speed of top-k retention depends only on the shapes (each layer's kept counts follow from the attention
+    mask and the budget), so this twin runs exactly as fast as the trained model that config came from: the ONNX
+    speed table can be reproduced without its fine-tunes. Its predictions mean nothing."""
+    config = retention_hf.RetentionBertConfig.from_json_file(config_file)
+    model_class = getattr(retention_hf, config.architectures[0])
+    model_class.from_pretrained(base, config=config).save_pretrained(output)
+    AutoTokenizer.from_pretrained(base).save_pretrained(output)

@@ -25,7 +25,8 @@
 #     that count the question's words near each token (retention_scorer_question_match), with both of the last two,
 #     and with both and dropped tokens restored through one attention pass over the last layer's kept tokens
 #     (retention_restore_attention), and with all of that and gates that start from the attention the question
-#     pays each token in the layer they feed (retention_scorer_attention_prior_source=question)
+#     pays each token in the layer they feed (retention_scorer_attention_prior_source=question), and the restore
+#     row again with the word count over each token's sentence instead of a window (--retention_scorer_match_sentences)
 #   QA_ROWS="ablation-answer" bash src/retention_hf/benchmarks/reproduce_qa.sh ablation   # only these rows; the
 #     table keeps the other rows' results already in results/ (from the same dense model: seed 0 reproduces it)
 #   QA_ROWS="rho0.5-answer rho0.3-answer" bash src/retention_hf/benchmarks/reproduce_qa.sh   # only these rows
@@ -96,6 +97,7 @@ HIDDEN5=(--distillation_hidden_weight 5)  # every layer's kept tokens held to th
 RESTORE=(--retention_restore_attention true)  # dropped tokens attend to the last layer's kept tokens on restore
 # gates that start from the attention the question pays each token in the layer they feed
 QPRIOR=(--retention_scorer_attention_prior true --retention_scorer_attention_prior_source question)
+SENTENCES=(--retention_scorer_match_sentences true)  # the word count over each token's sentence, not a window
 ROWS=("rho0.5 0.5" "rho0.3 0.3" "rho0.5-answer 0.5 ${ANSWER[*]}" "rho0.3-answer 0.3 ${ANSWER[*]}"
   "rho0.5-answer3 0.5 ${ANSWER3[*]}" "rho0.3-answer3 0.3 ${ANSWER3[*]}"
   "rho0.5-answer3-match 0.5 ${ANSWER3[*]} ${MATCH[*]}" "rho0.3-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}"
@@ -114,7 +116,8 @@ if [ "$MODE" = ablation ]; then  # one row per idea at rho 0.3; the first is the
     "ablation-answer3-match 0.3 ${ANSWER3[*]} ${MATCH[*]}"
     "ablation-answer3-match-hidden5 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]}"
     "ablation-answer3-match-hidden5-restore 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} ${RESTORE[*]}"
-    "ablation-answer3-match-hidden5-restore-qprior 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} ${RESTORE[*]} ${QPRIOR[*]}")
+    "ablation-answer3-match-hidden5-restore-qprior 0.3 ${ANSWER3[*]} ${MATCH[*]} ${HIDDEN5[*]} ${RESTORE[*]} ${QPRIOR[*]}"
+    "ablation-answer3-match-sentences-hidden5-restore 0.3 ${ANSWER3[*]} ${MATCH[*]} ${SENTENCES[*]} ${HIDDEN5[*]} ${RESTORE[*]}")
 fi
 mkdir -p "$RESULTS"
 TIMED_BEFORE=0  # the steps earlier invocations timed

@@ -84,7 +84,7 @@ class QADataArguments:
 
 
 def build_model(model_args: ModelArguments, data_args: QADataArguments, tokenizer):
-    protection = question_protection(tokenizer) if data_args.protect_question else {}
+    protection = question_protection(tokenizer, model_args, data_args.protect_question)
     return load_retention_model(
         model_args,
         {"bert": RetentionBertForQuestionAnswering, "roberta": RetentionRobertaForQuestionAnswering},

@@ -89,6 +89,13 @@ class ModelArguments:
     retention_scorer_match_window: int | None = field(
         default=None, metadata={"help": "Half-width of that window, in alive tokens (default 15)."}
     )
+    retention_scorer_match_sentences: bool = field(
+        default=False,
+        metadata={
+            "help": "With --protect_question: that count runs over each token's sentence (ended by '.', '?' or '!') "
+            "instead of the window."
+        },
+    )
     retention_restore_attention: bool | None = field(
         default=None,
         metadata={"help": "Token-level heads: dropped tokens attend once to the last layer's kept tokens on restore."},
@@ -165,10 +172,34 @@ def load_retention_model(
     return model
 
 
-def question_protection(tokenizer) -> dict[str, object]:
+SENTENCE_ENDS = (".", "?", "!")
+
+
+def question_protection(tokenizer, model_args: ModelArguments, protect_question: bool) -> dict[str, object]:
     """Config overrides that never drop the question (the first segment) or the [SEP] after it, so that only the
-    context competes for the budget: a reader that lost part of the question cannot tell which span it asks for."""
-    return {"retention_protect_first_segment": True, "retention_protected_token_ids": [tokenizer.sep_token_id]}
+    context competes for the budget: a reader that lost part of the question cannot tell which span it asks for.
+    With ``--retention_scorer_match_sentences`` they also give the question match the tokenizer's sentence ends.
+    Without ``--protect_question``: none."""
+    if not protect_question:
+        if model_args.retention_scorer_match_sentences:
+            raise ValueError("--retention_scorer_match_sentences counts the protected question: add --protect_question")
+        return {}
+    overrides: dict[str, object] = {
+        "retention_protect_first_segment": True,
+        "retention_protected_token_ids": [tokenizer.sep_token_id],
+    }
+    if model_args.retention_scorer_match_sentences:
+        overrides["retention_scorer_match_sentence_end_ids"] = sentence_end_ids(tokenizer)
+    return overrides
+
+
+def sentence_end_ids(tokenizer) -> list[int]:
+    """The ids of the tokens ``.``, ``?`` and ``!`` in ``tokenizer``'s vocabulary (an error if it has none)."""
+    ids = [tokenizer.convert_tokens_to_ids(token) for token in SENTENCE_ENDS]
+    ids = [token_id for token_id in ids if token_id is not None and token_id != tokenizer.unk_token_id]
+    if not ids:
+        raise ValueError(f"the tokenizer has none of the sentence ends {SENTENCE_ENDS} as a token")
+    return ids
 
 
 def throughput(trainer: RetentionTrainer, dataset) -> tuple[dict[str, float], float]:

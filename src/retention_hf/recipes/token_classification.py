@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         model_args,
         {"bert": RetentionBertForTokenClassification, "roberta": RetentionRobertaForTokenClassification},
         labels=list(LABELS.values()),
-        **(question_protection(tokenizer) if data_args.protect_question else {}),
+        **question_protection(tokenizer, model_args, data_args.protect_question),
     )
     tagging = {"tokenizer": tokenizer, "max_length": data_args.max_seq_length}
     train_features = train.map(
