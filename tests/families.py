@@ -115,6 +115,9 @@ ROBERTA = Family(
 
 FAMILIES = [BERT, ROBERTA]
 
+# extractive QA inputs in the tests: [CLS] question [SEP] context, the question and the separator (id 4) protected
+QA_PROTECTION = {"retention_protect_first_segment": True, "retention_protected_token_ids": [4]}
+
 
 def save_tiny_text_model(path: Path, model_class: type, **config_overrides) -> Path:
     """Save a tiny random ``model_class`` with MiniLM's real vocabulary and tokenizer to ``path``.

@@ -8,7 +8,7 @@ import torch
 from retention_hf.baselines import baseline_selection
 from retention_hf.gates import received_attention
 
-from families import FAMILIES
+from families import FAMILIES, QA_PROTECTION
 from test_configuration import ConfigError
 from test_modeling import make_model
 from test_trainer import make_trainer
@@ -153,8 +153,7 @@ def test_a_blank_scorer_with_the_question_prior_keeps_what_the_question_attends_
                 retention_ratio=0.4,
                 retention_scorer_attention_prior=True,
                 retention_scorer_attention_prior_source=source,
-                retention_protect_first_segment=True,
-                retention_protected_token_ids=[4],
+                **QA_PROTECTION,
             )
         )
         with torch.no_grad():

@@ -21,7 +21,7 @@ import retention_hf as rh
 from retention_hf.cli import main
 from retention_hf.export import ORTModel, check_parity, output_names, to_onnx
 
-from families import BERT, ROBERTA, save_tiny_text_model
+from families import BERT, QA_PROTECTION, ROBERTA, save_tiny_text_model
 
 
 LAYERS = 2  # the exported models' depth
@@ -120,8 +120,7 @@ def test_question_answering_parity_with_protected_question(exports, match_span):
         rh.RetentionBertForQuestionAnswering,
         0.5,
         num_labels=2,
-        retention_protect_first_segment=True,
-        retention_protected_token_ids=[4],
+        **QA_PROTECTION,
         retention_scorer_query=True,
         retention_scorer_question_match=True,
         retention_scorer_match_window=2,

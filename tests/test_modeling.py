@@ -15,7 +15,7 @@ import retention_hf.modeling_retention as modeling
 from retention_hf.gates import scheduled_keep_counts
 from retention_hf.modeling_retention import sentence_ids
 
-from families import FAMILIES
+from families import FAMILIES, QA_PROTECTION
 
 
 TASKS = ["base", "sequence", "token", "qa"]
@@ -676,8 +676,7 @@ def test_question_match_keeps_the_context_around_a_repeated_question_word(family
             retention_scorer=scorer,
             retention_scorer_question_match=match,
             retention_scorer_match_window=2,
-            retention_protect_first_segment=True,
-            retention_protected_token_ids=[4],
+            **QA_PROTECTION,
         )
         with torch.no_grad():
             model.base_model.embeddings.word_embeddings.weight.mul_(100.0)
@@ -722,8 +721,7 @@ def test_question_match_over_sentences_keeps_the_whole_sentence_at_every_gate(fa
         retention_scorer_question_match=True,
         retention_scorer_match_window=2,
         retention_scorer_match_sentence_end_ids=[5],
-        retention_protect_first_segment=True,
-        retention_protected_token_ids=[4],
+        **QA_PROTECTION,
     )
     assert sentence_ids(model.config, inputs["input_ids"])[0].tolist() == [0] * 10 + [1] * 8 + [2] * 2
     with torch.no_grad():
@@ -803,8 +801,7 @@ def test_query_aware_gates_rank_context_by_the_question(family, scorer):
             retention_ratio=0.4,
             retention_scorer=scorer,
             retention_scorer_query=query,
-            retention_protect_first_segment=True,
-            retention_protected_token_ids=[4],
+            **QA_PROTECTION,
         )
         torch.manual_seed(1)
         for gate in model.base_model.encoder.gates.values():
