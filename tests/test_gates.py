@@ -7,7 +7,9 @@ from retention_hf.gates import (
     ContextScorer,
     MLPScorer,
     QuestionMatch,
+    constant_decay_prefix_sum,
     decayed_prefix_sum,
+    fits_constant_decay_prefix_sum,
     gather_slots,
     hard_concrete_sample,
     masked_slots,
@@ -33,6 +35,26 @@ def test_decayed_prefix_sum_matches_python_loop(seq_len):
     values = torch.randn(3, seq_len, 5, dtype=torch.float64)
     decay = torch.rand(3, seq_len, 1, dtype=torch.float64)
     torch.testing.assert_close(decayed_prefix_sum(values, decay), loop_prefix_sum(values, decay), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("decay", [0.9, 0.5, 1.0])
+def test_the_closed_form_scan_matches_the_loop_at_the_longest_length(decay):
+    """Eq. 3's decays (``decay`` at alive slots, 1 at dead ones: padding, holes, a dead prefix) over 512 slots."""
+    torch.manual_seed(0)
+    values = torch.randn(3, 512, 5, dtype=torch.float64)
+    alive = torch.rand(3, 512) > 0.3
+    alive[1, :40] = False
+    alive[2, 300:] = False
+    values = values * alive.unsqueeze(-1)
+    decays = torch.where(alive, torch.tensor(decay, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    expected = loop_prefix_sum(values, decays.unsqueeze(-1))
+    assert fits_constant_decay_prefix_sum(decay, 512)
+    torch.testing.assert_close(constant_decay_prefix_sum(values, alive, decay), expected, atol=1e-10, rtol=1e-10)
+    single = values.float()  # the scorer's float32: the closed form takes the decay as float32 holds it, like the scan
+    scan = decayed_prefix_sum(single, torch.where(alive, decay, 1.0).unsqueeze(-1))
+    torch.testing.assert_close(constant_decay_prefix_sum(single, alive, decay), scan, atol=1e-5, rtol=1e-5)
+    assert not fits_constant_decay_prefix_sum(0.1, 512) and not fits_constant_decay_prefix_sum(0.0, 512)
+    assert not fits_constant_decay_prefix_sum(0.9, None)
 
 
 def eq3_reference(scorer: ContextScorer, hidden: torch.Tensor) -> torch.Tensor:

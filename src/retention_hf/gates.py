@@ -51,6 +51,25 @@ def decayed_prefix_sum(values: torch.Tensor, decay: torch.Tensor, max_length: in
     return total
 
 
+def constant_decay_prefix_sum(values: torch.Tensor, alive: torch.Tensor, decay: float) -> torch.Tensor:
+    """:func:`decayed_prefix_sum` for a decay of ``decay`` at the ``alive`` slots ``(batch, seq)`` and 1 elsewhere
+    (Eq. 3's scan), in closed form: ``m_t = g^{c_t} * sum_{s <= t} g^{-c_s} values_s``, ``c`` being the running
+    count of alive slots. One cumulative sum instead of the doubling steps: an exported graph holds a handful of
+    nodes per gate instead of about sixty. Computed in float64, where ``g^{-c}`` stays finite while
+    ``c * log(1 / g) < 700``: :func:`fits_constant_decay_prefix_sum` says whether every length up to a maximum
+    does."""
+    counts = alive.to(torch.float64).cumsum(dim=1).unsqueeze(-1)
+    # the decay as the values' dtype holds it, as the scan multiplies by it (0.9 in float32 is 0.9 - 2.4e-8)
+    log_decay = math.log(torch.tensor(decay, dtype=values.dtype).item())
+    scaled = values.to(torch.float64) * torch.exp(-log_decay * counts)
+    return (scaled.cumsum(dim=1) * torch.exp(log_decay * counts)).to(values.dtype)
+
+
+def fits_constant_decay_prefix_sum(decay: float, max_length: int | None) -> bool:
+    """Whether :func:`constant_decay_prefix_sum` stays finite for every input up to ``max_length`` slots."""
+    return max_length is not None and decay > 0.0 and max_length * -math.log(decay) < 600.0
+
+
 def pooled_query(hidden_states: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
     """``(batch, 1, hidden)``: the mean hidden state of the ``query_mask`` tokens of each row (zeros where none)."""
     weights = query_mask.unsqueeze(-1).to(hidden_states.dtype)
@@ -227,10 +246,16 @@ class ContextScorer(nn.Module):
         return hidden @ self.v.float() + self.b.float()
 
     def _previous_summary(self, projected: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-        """``U m_{t-1}``: the decayed summary of the alive tokens before ``t`` (``m_0 = 0``), already projected."""
-        alive = alive.unsqueeze(-1).to(projected.dtype)
-        decay = torch.where(alive > 0, self.decay, 1.0)
-        summary = decayed_prefix_sum(projected * ((1.0 - self.decay) * alive), decay, self.max_length)
+        """``U m_{t-1}``: the decayed summary of the alive tokens before ``t`` (``m_0 = 0``), already projected.
+
+        A traced graph (ONNX export) takes the closed form, one cumulative sum; eager keeps the doubling scan, so
+        training and the eager outputs stay as they were (the two agree to float32 rounding)."""
+        weights = alive.unsqueeze(-1).to(projected.dtype)
+        values = projected * ((1.0 - self.decay) * weights)
+        if is_tracing() and fits_constant_decay_prefix_sum(self.decay, self.max_length):
+            summary = constant_decay_prefix_sum(values, alive, self.decay)
+        else:
+            summary = decayed_prefix_sum(values, torch.where(weights > 0, self.decay, 1.0), self.max_length)
         return nn.functional.pad(summary[:, :-1], (0, 0, 1, 0))
 
     def _extra_context(self, hidden_states: torch.Tensor, alive: torch.Tensor) -> torch.Tensor | float:
