@@ -53,11 +53,25 @@ def parse_learned(values: list[str]) -> dict[float, str]:
     return dict(sorted(learned.items(), reverse=True))
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the platform's processor: speed-ups move with it."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, object]:
+    """What the timings depend on. The vector unit matters: ONNX Runtime ran the dense MiniLM 1.69x faster than eager
+    PyTorch on one machine and no faster on an AVX2-only one (docs/benchmarks.md)."""
     return {
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
