@@ -385,6 +385,8 @@ def test_token_classification_recipe_lines_up_tags_with_tokens(tmp_path, capsys)
             "--dataset=squad-tiny",
             "--retention_ratio=0.3",
             "--protect_question",
+            "--retention_scorer_question_match=true",
+            "--retention_scorer_match_sentences=true",
             "--max_seq_length=96",
             "--max_steps=2",
             "--per_device_train_batch_size=8",
