@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertForSequenceClassification
+from transformers import BertForSequenceClassification, RobertaForSequenceClassification
 
-from retention_hf import RetentionBertForSequenceClassification
+from retention_hf import RetentionBertForSequenceClassification, RetentionRobertaForSequenceClassification
 from retention_hf.baselines import BASELINES
 from retention_hf.benchmarks import data as bench_data
 from retention_hf.benchmarks import report
@@ -251,14 +251,21 @@ def test_imdb_train_splits_are_disjoint_and_balanced(tmp_path):
     assert bench_data.write_imdb_train_splits(tmp_path) == (train, validation) and train.read_text() == "kept"
 
 
-def test_an_untrained_twin_has_the_trained_config_and_the_base_encoder(tmp_path):
+@pytest.mark.parametrize(
+    ("retention_class", "stock_class"),
+    [
+        (RetentionBertForSequenceClassification, BertForSequenceClassification),
+        (RetentionRobertaForSequenceClassification, RobertaForSequenceClassification),
+    ],
+)
+def test_an_untrained_twin_has_the_trained_config_and_the_base_encoder(tmp_path, retention_class, stock_class):
     """reproduce_onnx.sh's ONNX_WEIGHTS=untrained: a trained checkpoint's config on the base model's encoder
     weights, with the base tokenizer, so that its export has the same graph and kept counts as the trained one's."""
     trained = save_tiny_text_model(
-        tmp_path / "trained", RetentionBertForSequenceClassification, retention_ratio=0.3, retention_schedule="decay"
+        tmp_path / "trained", retention_class, retention_ratio=0.3, retention_schedule="decay"
     )
-    base = save_tiny_text_model(tmp_path / "base", BertForSequenceClassification, hidden_act="relu")
-    stock = BertForSequenceClassification.from_pretrained(base)
+    base = save_tiny_text_model(tmp_path / "base", stock_class, hidden_act="relu")
+    stock = stock_class.from_pretrained(base)
     with torch.no_grad():  # weights of its own, whatever the tiny models' shared seed gives
         for weight in stock.parameters():
             weight.add_(torch.randn_like(weight))
@@ -266,6 +273,6 @@ def test_an_untrained_twin_has_the_trained_config_and_the_base_encoder(tmp_path)
     save_untrained_twin(str(trained / "config.json"), str(tmp_path / "twin"), str(base))
     twin = load_retention_model(str(tmp_path / "twin"))
     assert twin.config.to_diff_dict() == load_retention_model(str(trained)).config.to_diff_dict()
-    for name, weight in stock.bert.encoder.state_dict().items():
-        assert torch.equal(twin.bert.encoder.state_dict()[name], weight), name
+    for name, weight in stock.base_model.encoder.state_dict().items():
+        assert torch.equal(twin.base_model.encoder.state_dict()[name], weight), name
     assert (tmp_path / "twin" / "tokenizer.json").exists()

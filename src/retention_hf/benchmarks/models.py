@@ -6,8 +6,11 @@ that none of them imports another.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification, AutoTokenizer
 
 import retention_hf
 
@@ -43,7 +46,8 @@ def save_untrained_twin(config_file: str, output: str, base: str) -> None:
     The speed of top-k retention depends only on the shapes (each layer's kept counts follow from the attention
     mask and the budget), so this twin runs exactly as fast as the trained model that config came from: the ONNX
     speed table can be reproduced without its fine-tunes. Its predictions mean nothing."""
-    config = retention_hf.RetentionBertConfig.from_json_file(config_file)
+    model_type = json.loads(Path(config_file).read_text())["model_type"]
+    config = CONFIG_MAPPING[model_type].from_json_file(config_file)  # retention-bert or retention-roberta
     model_class = getattr(retention_hf, config.architectures[0])
     model_class.from_pretrained(base, config=config).save_pretrained(output)
     AutoTokenizer.from_pretrained(base).save_pretrained(output)
