@@ -29,9 +29,11 @@ from retention_hf.export import as_int64, to_onnx
 
 
 def profile(path: Path, batches, warmup: int = 1) -> dict[str, float]:
-    """Milliseconds per batch by operator type (the batches after ``warmup`` ones)."""
+    """Milliseconds per batch by operator type (the batches after ``warmup`` ones). ONNX Runtime's trace is
+    written beside the graph (a temporary folder), not into the working directory, and deleted once read."""
     options = onnxruntime.SessionOptions()
     options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix("")) + "_profile"
     options.intra_op_num_threads = torch.get_num_threads()
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [node.name for node in session.get_inputs()]
@@ -39,7 +41,9 @@ def profile(path: Path, batches, warmup: int = 1) -> dict[str, float]:
         session.run(None, {name: as_int64(model_inputs(batch)[name]) for name in names})
     for batch in batches[warmup:]:
         session.run(None, {name: as_int64(model_inputs(batch)[name]) for name in names})
-    events = json.loads(Path(session.end_profiling()).read_text())
+    trace = Path(session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
     runs = [event for event in events if event.get("name") == "model_run"]
     start_us = runs[warmup]["ts"] if len(runs) > warmup else 0
     totals: collections.Counter[str] = collections.Counter()
