@@ -397,7 +397,9 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
         "&& python examples/ablation_budget.py --rows hybrid-decay-budget-gate1 hybrid-decay-budget-kd "
         "&& python examples/ablation_budget.py --rows topk-decay-budget-kd topk-decay-budget "
         "topk-decay-budget-kd-warm50 topk-decay-budget-kd-warm70 "
-        "&& python examples/ablation_budget.py --rows topk-decay-budget-kd-gatelr"
+        "&& python examples/ablation_budget.py --rows topk-decay-budget-kd-gatelr "
+        "&& python examples/ablation_budget.py --rows topk-decay-budget-kd --budgets 0.7 "
+        "&& python examples/ablation_budget.py --rows topk-decay-budget-kd --budgets 0.5 --seeds 1"
     )
     if train_set != "8k":  # one command per seed and budget, naming exactly the rows that ran there
         runs = [row for name, row in results.items() if name != "dense"]

@@ -45,3 +45,27 @@ def test_main_job_smoke(tmp_path):
     with torch.no_grad():
         outputs = model(input_ids=torch.tensor([[101, 2023, 3185, 2001, 2307, 102]]))
     assert outputs.logits.shape == (1, 2) and outputs.kept_counts.shape == (1, 6)
+
+
+def test_the_any_budget_ablation_holds_each_budget_against_the_per_budget_models(tmp_path, monkeypatch):
+    """examples/ablation_any_budget.py's table: dense is the reference at rho 1, the per-budget row's mean over its
+    seeds at the others, and each run's difference is in points."""
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from ablation_any_budget import report
+
+    per_budget = {
+        "dense": {"eval_accuracy": 0.90},
+        "topk-decay-budget-kd-r0.5-s0": {"row": "topk-decay-budget-kd", "budget": 0.5, "eval_accuracy": 0.86},
+        "topk-decay-budget-kd-r0.5-s1": {"row": "topk-decay-budget-kd", "budget": 0.5, "eval_accuracy": 0.88},
+        "topk-decay-budget-kd-r0.3-s0": {"row": "topk-decay-budget-kd", "budget": 0.3, "eval_accuracy": 0.84},
+        "other-row-r0.3-s0": {"row": "other-row", "budget": 0.3, "eval_accuracy": 0.10},
+    }
+    accuracies = {"1.0": 0.895, "0.7": 0.88, "0.5": 0.866, "0.3": 0.85, "0.2": 0.80}
+    curve = {budget: {"accuracy": value, "keep_ratio": float(budget)} for budget, value in accuracies.items()}
+    results = {"uniform-s0": {"row": "uniform", "seed": 0, "curve": curve, "train_runtime_s": 120.0}}
+    report(results, per_budget, tmp_path)
+    table = (tmp_path / "results.md").read_text()
+    assert "| per-budget reference | 0.9000 (1) |  | 0.8700 (2) | 0.8400 (1) |  | |" in table
+    assert "| uniform-s0 | 0.8950 | 0.8800 | 0.8660 | 0.8500 | 0.8000 | 2.0 |" in table
+    assert "| uniform-s0 | -0.50 |  | -0.40 | +1.00 |  |" in table
+    assert "--train_set 8k --rows uniform --seeds 0" in table
