@@ -399,7 +399,8 @@ def report(results: dict, output: Path, results_dir: Path, validation: Path, tra
         "topk-decay-budget-kd-warm50 topk-decay-budget-kd-warm70 "
         "&& python examples/ablation_budget.py --rows topk-decay-budget-kd-gatelr "
         "&& python examples/ablation_budget.py --rows topk-decay-budget-kd --budgets 0.7 "
-        "&& python examples/ablation_budget.py --rows topk-decay-budget-kd --budgets 0.5 --seeds 1"
+        "&& python examples/ablation_budget.py --rows topk-decay-budget-kd --budgets 0.5 --seeds 1 "
+        "&& python examples/ablation_budget.py --rows topk-decay-budget-kd --budgets 0.3 0.7 --seeds 1"
     )
     if train_set != "8k":  # one command per seed and budget, naming exactly the rows that ran there
         runs = [row for name, row in results.items() if name != "dense"]
