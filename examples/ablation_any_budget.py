@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ablation_budget import (
     COMMON,
+    FULL_ARGUMENTS,
     RETENTION,
     ROWS,
     TRAIN_8K,
@@ -146,7 +147,7 @@ def main() -> None:
         train_file = TRAIN_8K
         if args.train_set == "full":  # the scale of reproduce.sh sst2: checkpoints every 200 steps, resumed
             train_file = build_full_train(output / "data" / "sst2_train_minus_carve.tsv", validation)
-            extra += ["--save_strategy=steps", "--save_steps=200", "--save_total_limit=1", "--logging_steps=25"]
+            extra += FULL_ARGUMENTS
         for seed in args.seeds:
             for row in args.rows:
                 name = f"{row}-s{seed}"

@@ -72,6 +72,9 @@ IMDB_ARGUMENTS = [
     "--save_total_limit=1",
 ]
 
+# full-train-set runs (reproduce.sh sst2's scale): a checkpoint every 200 steps, resumed when rerun
+FULL_ARGUMENTS = ["--save_strategy=steps", "--save_steps=200", "--save_total_limit=1", "--logging_steps=25"]
+
 COMMON = [
     "--num_train_epochs=1",
     "--per_device_train_batch_size=32",
@@ -460,7 +463,7 @@ def main() -> None:
         validation = build_validation(output / "data" / "sst2_train_carve_2k.tsv")
     if args.train_set == "full":
         train_file = build_full_train(output / "data" / "sst2_train_minus_carve.tsv", validation)
-        extra += ["--save_strategy=steps", "--save_steps=200", "--save_total_limit=1", "--logging_steps=25"]
+        extra += FULL_ARGUMENTS
     elif args.train_set == "8k":
         train_file = TRAIN_8K
     data = [f"--train_file={train_file}", f"--validation_file={validation}"]
