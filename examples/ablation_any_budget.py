@@ -53,6 +53,8 @@ ROWS_ANY = {
     # uniform draws plus every layer's kept tokens held to the dense teacher's hidden states (weight 5)
     "uniform-hidden5": [*ANY_BUDGET, "--retention_ratio_sampling=uniform", "--distillation_hidden_weight=5"],
     "sandwich-hidden5": [*ANY_BUDGET, "--retention_ratio_sampling=sandwich", "--distillation_hidden_weight=5"],
+    # the sandwich rule with the other draws uniform in log(rho): as many budgets in [0.2, 0.45] as in [0.45, 1]
+    "sandwich-log": [*ANY_BUDGET, "--retention_ratio_sampling=sandwich", "--retention_ratio_distribution=log_uniform"],
 }
 
 

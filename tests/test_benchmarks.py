@@ -105,7 +105,10 @@ def test_one_checkpoint_at_many_budgets(checkpoints, tmp_path):
     )
     rows = {"any rho=1.0", "any rho=0.5", "any rho=0.2"}
     assert rows < set(results["speed"]) and rows < set(results["accuracy"])
-    assert results["any_budget"] == {"checkpoint": str(checkpoints["r30"]), "budgets": [1.0, 0.5, 0.2]}
+    assert {key: results["any_budget"][key] for key in ("checkpoint", "budgets")} == {
+        "checkpoint": str(checkpoints["r30"]),
+        "budgets": [1.0, 0.5, 0.2],
+    }
     for budget in (1.0, 0.5, 0.2):  # the one checkpoint runs at each budget, and the baselines keep as much
         row = results["accuracy"][f"any rho={budget}"]
         assert len({round(cell["keep_ratio"], 6) for cell in row.values()}) == 1
@@ -119,6 +122,35 @@ def test_one_checkpoint_at_many_budgets(checkpoints, tmp_path):
     table = (output / "results.md").read_text()
     assert all(f"| {row} |" in table for row in rows)
     assert (output / "accuracy_vs_budget.png").stat().st_size > 1000
+
+
+def test_one_checkpoint_alone(checkpoints, tmp_path):
+    """`--any_budget` without per-budget models: every measurement runs on the one checkpoint at each budget."""
+    output = tmp_path / "results"
+    results = run_tiny_harness(
+        checkpoints, output, f"--any_budget={checkpoints['r30']}", "--budgets", "1.0", "0.3", "--limit=16"
+    )
+    assert set(results["speed"]) == {"stock", "dense", "rho=1.0", "any rho=1.0", "any rho=0.3"}
+    assert set(results["memory_mb"]) == {"stock", "dense", "any rho=1.0", "any rho=0.3"}
+    assert set(results["accuracy"]["any rho=1.0"]) == {"learned"}, "at rho 1 every baseline is the dense model"
+    assert set(results["accuracy"]["any rho=0.3"]) == {"learned", *BASELINES}
+    assert results["schedules"] == {}
+    schedules = results["any_budget"]["schedules"]
+    assert sum(schedules["0.3"]) / len(schedules["0.3"]) == pytest.approx(0.3, abs=1e-6)
+    assert schedules["1.0"] == [1.0, 1.0, 1.0]
+    targets = {check["target"] for check in results["targets"]}
+    assert {"any-budget at rho 1 vs dense", "any-budget vs best baseline, rho 0.3"} <= targets
+    assert not any("per-budget" in target for target in targets)
+    table = (output / "results.md").read_text()
+    assert "| any rho=0.3 |" in table and "- any rho=0.3: " in table
+    for plot in ("accuracy_vs_budget.png", "speedup_vs_budget.png", "layer_retention.png"):
+        assert (output / plot).stat().st_size > 1000
+
+
+def test_harness_needs_a_model(checkpoints, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_tiny_harness(checkpoints, tmp_path / "results")
+    assert "nothing to measure: give --learned RATIO=CHECKPOINT ..., --any_budget CHECKPOINT" in capsys.readouterr().err
 
 
 def test_any_budget_checks_on_hand_built_results():

@@ -167,6 +167,15 @@ def test_learned_schedule_is_capped_and_monotone(family):
     assert sum(ratios) / 4 == pytest.approx(0.9, abs=1e-6)
 
 
+@pytest.mark.parametrize("schedule", ["decay", "learned", [1.0, 0.8, 0.5, 0.3]])
+def test_full_budget_keeps_every_token_exactly(family, schedule):
+    """At rho 1 every schedule is all ones, not a rounding error short of it (which would cost a token)."""
+    config = family.config(
+        retention_ratio=0.65, retention_schedule=schedule, retention_learned_schedule=[0.8, 0.5, 0.3, 0.1]
+    )
+    assert config.retention_layer_ratios(1.0) == [1.0] * 4
+
+
 def test_explicit_schedule(family):
     config = family.config(retention_schedule=[1.0, 0.6, 0.4, 0.2], retention_ratio=0.55)
     assert config.retention_layer_ratios() == [1.0, 0.6, 0.4, 0.2]

@@ -139,6 +139,10 @@ def test_arguments_from_the_command_line():
         ({"retention_ratio_range": [0.2, 1.0]}, r"retention_ratio_range samples the budget of the top-k selection"),
         ({"retention_ratio_sampling": "min-max"}, r"retention_ratio_sampling must be one of \('uniform', 'sandwich'\)"),
         (
+            {"retention_ratio_distribution": "geometric"},
+            r"retention_ratio_distribution must be one of \('uniform', 'log_uniform'\), got 'geometric'",
+        ),
+        (
             {
                 "selection_training": "topk",
                 "topk_finetune_steps": 0,
@@ -336,14 +340,17 @@ def recorded_budgets(trainer) -> list[list[float] | float | None]:
     return seen
 
 
-@pytest.mark.parametrize("sampling", ["uniform", "sandwich"])
-def test_budget_sampling_draws_each_example_in_the_range(tmp_path, sampling):
+@pytest.mark.parametrize(
+    ("sampling", "distribution"), [("uniform", "uniform"), ("sandwich", "uniform"), ("sandwich", "log_uniform")]
+)
+def test_budget_sampling_draws_each_example_in_the_range(tmp_path, sampling, distribution):
     trainer = make_trainer(
         tmp_path,
         selection_training="topk",
         retention_ratio=0.5,
         retention_ratio_range=[0.3, 0.9],
         retention_ratio_sampling=sampling,
+        retention_ratio_distribution=distribution,
         budget_warmup_steps=2,
         max_steps=4,
         distillation_weight=0,
@@ -362,6 +369,28 @@ def test_budget_sampling_draws_each_example_in_the_range(tmp_path, sampling):
     for entry, budgets in zip(logs, seen, strict=True):  # each example spends its own budget
         assert entry["budget_target"] == pytest.approx(sum(budgets) / 8, rel=1e-5)
         assert entry["keep_ratio"] == pytest.approx(entry["budget_target"], abs=0.06)
+
+
+@pytest.mark.parametrize(
+    ("distribution", "median", "below_half"), [("uniform", 0.6, 0.375), ("log_uniform", 0.4472, 0.5693)]
+)
+def test_budget_distribution_spreads_the_draws(tmp_path, distribution, median, below_half):
+    """'log_uniform' gives every halving of the budget the same share of the draws: over [0.2, 1.0] the median
+    is sqrt(0.2) and log(0.5 / 0.2) / log(5) of the draws fall below 0.5 (uniform: 0.6 and 0.375)."""
+    trainer = make_trainer(
+        tmp_path,
+        selection_training="topk",
+        retention_ratio=0.5,
+        retention_ratio_range=[0.2, 1.0],
+        retention_ratio_distribution=distribution,
+        budget_warmup_steps=0,
+        distillation_weight=0,
+    )
+    trainer._micro_batch = 0
+    budgets = trainer._sampled_budgets({"input_ids": torch.zeros(20_000, 1, dtype=torch.long)})
+    assert budgets.dtype == torch.float64 and budgets.min() >= 0.2 and budgets.max() <= 1.0
+    assert budgets.median().item() == pytest.approx(median, abs=0.01)
+    assert (budgets < 0.5).double().mean().item() == pytest.approx(below_half, abs=0.01)
 
 
 def test_an_unreachable_low_end_fails_before_training(tmp_path):

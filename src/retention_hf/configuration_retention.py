@@ -527,6 +527,8 @@ def _rescale_to_budget(learned: list[float], first_gated: int, budget: float) ->
     inference cost match the configured budget exactly, even if training ended slightly off budget.
     """
     num_layers = len(learned)
+    if budget >= 1.0:  # the one schedule at full budget; the bisection below would land a rounding error short of it
+        return [1.0] * num_layers
     gated = [float(ratio) for ratio in learned[first_gated:]]
     target = budget * num_layers - first_gated
 

@@ -369,7 +369,11 @@ class RetentionTrainer(Trainer):
         generator = torch.Generator().manual_seed((key + self.args.process_index) % 2**63)
         self._micro_batch += 1
         low, high = bounds
-        budgets = low + (high - low) * torch.rand(batch_size, generator=generator, dtype=torch.float64)
+        draws = torch.rand(batch_size, generator=generator, dtype=torch.float64)
+        if self.args.retention_ratio_distribution == "log_uniform":
+            budgets = low * (high / low) ** draws
+        else:
+            budgets = low + (high - low) * draws
         if self.args.retention_ratio_sampling == "sandwich":  # batches of >= 3 (checked by the arguments)
             budgets[:2] = torch.tensor([low, high], dtype=torch.float64)
         return self.budget.anneal(budgets)

@@ -55,6 +55,14 @@ class RetentionTrainingArguments(TrainingArguments):
             "slimmable networks), so both ends train in every step."
         },
     )
+    retention_ratio_distribution: Literal["uniform", "log_uniform"] = field(
+        default="uniform",
+        metadata={
+            "help": "With retention_ratio_range: how the drawn budgets spread over it. 'uniform' in rho; 'log_uniform' "
+            "uniform in log(rho), so every halving of the budget gets the same share of the draws (more of them at "
+            "the low end, where dropping tokens costs the most accuracy, and a cheaper epoch)."
+        },
+    )
     dual_step_size: float = field(
         default=DEFAULT_DUAL_STEP_SIZE,
         metadata={"help": "eta of the projected dual ascent lambda <- max(0, lambda + eta * (keep - target))."},
@@ -196,6 +204,7 @@ class RetentionTrainingArguments(TrainingArguments):
             ("selection_training", ("topk", "hard_concrete")),
             ("budget_cost", ("probability", "l0")),
             ("retention_ratio_sampling", ("uniform", "sandwich")),
+            ("retention_ratio_distribution", ("uniform", "log_uniform")),
             ("distillation_ranking_target", ("attention_rollout", "answer")),
         ):
             if getattr(self, name) not in choices:

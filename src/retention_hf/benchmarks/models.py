@@ -31,12 +31,13 @@ def load_at_budget(path: str, ratio: float) -> torch.nn.Module:
 
 
 def set_configuration(model: torch.nn.Module, configuration: str) -> None:
-    """``dense`` (retention off) or ``rho=<ratio>`` (retention at that budget)."""
+    """``dense`` (retention off) or ``rho=<ratio>`` (retention at that budget, an explicit schedule rescaled to it
+    as ``load_at_budget`` does)."""
     if configuration == "dense":
         model.config.retention_enabled = False
         return
     model.config.retention_enabled = True
-    model.config.retention_ratio = float(configuration.split("=", 1)[1])
+    model.config.set_retention_budget(float(configuration.split("=", 1)[1]))
 
 
 def save_untrained_twin(config_file: str, output: str, base: str) -> None:

@@ -33,6 +33,14 @@ def _any_budgets(results: dict) -> list[float]:
     return results.get("any_budget", {}).get("budgets", [])
 
 
+def _schedules(results: dict) -> dict[str, list[float]]:
+    """The per-layer schedule of every per-budget model, then of the any-budget checkpoint at each budget (older
+    results lack the latter)."""
+    schedules = {f"rho={ratio}": schedule for ratio, schedule in results["schedules"].items()}
+    any_schedules = results.get("any_budget", {}).get("schedules", {})
+    return schedules | {f"any rho={ratio}": schedule for ratio, schedule in any_schedules.items()}
+
+
 # Issue 4's targets. Speed targets are stated for IMDb at max length 512; the others apply to both tasks.
 SPEEDUP_TARGETS = {"imdb": {0.5: 2.2, 0.3: 3.5}}
 IDEAL_SHARE_TARGETS = {"imdb": {0.3: 0.9}}
@@ -212,8 +220,8 @@ def table(results: dict) -> str:
         "Per-layer schedules of the trained models (share of each example's tokens every layer processes):",
         "",
     ]
-    for ratio, schedule in results["schedules"].items():
-        lines.append(f"- rho={ratio}: " + ", ".join(f"{value:.3f}" for value in schedule))
+    for name, schedule in _schedules(results).items():
+        lines.append(f"- {name}: " + ", ".join(f"{value:.3f}" for value in schedule))
     if "any_budget" in results:
         lines += ["", f"`any rho=R`: the one checkpoint `{results['any_budget']['checkpoint']}` run at budget R."]
     return "\n".join(lines) + "\n"
@@ -226,11 +234,13 @@ def plots(results: dict, output: Path) -> list[Path]:
     if accuracy:
         figure, axis = plt.subplots(figsize=(5, 3.5))
         styles = {"cls_attention": "v--", "attention": "s--", "truncation": "^--", "random": "x:"}
-        for name in ["learned", *reversed(_baselines(accuracy))]:
-            measured = [r for r in ratios if name in accuracy[f"rho={r}"]]  # a row may predate a baseline
-            values = [accuracy[f"rho={r}"][name]["accuracy"] for r in measured]
-            axis.plot(measured, values, "o-" if name == "learned" else styles.get(name, "--"), label=name)
         budgets = _any_budgets(results)
+        # the baselines at the per-budget models' counts, else (one checkpoint alone) at the any-budget rows'
+        rows = {r: f"rho={r}" for r in ratios} or {r: f"any rho={r}" for r in budgets}
+        for name in ["learned"] * bool(ratios) + list(reversed(_baselines(accuracy))):
+            measured = [r for r, row in rows.items() if name in accuracy[row]]  # a row may predate a baseline
+            values = [accuracy[rows[r]][name]["accuracy"] for r in measured]
+            axis.plot(measured, values, "o-" if name == "learned" else styles.get(name, "--"), label=name)
         if budgets:
             one = [accuracy[f"any rho={r}"]["learned"]["accuracy"] for r in budgets]
             axis.plot(budgets, one, "D-", label="one checkpoint, any budget")
@@ -246,8 +256,9 @@ def plots(results: dict, output: Path) -> list[Path]:
     speed = results.get("speed")
     if speed:
         figure, axis = plt.subplots(figsize=(5, 3.5))
-        axis.plot(ratios, [speed[f"rho={r}"]["speedup_vs_dense"] for r in ratios], "o-", label="retention")
-        axis.plot(ratios, [speed[f"ideal rho={r}"]["speedup_vs_dense"] for r in ratios], "s--", label="ideal limit")
+        if ratios:
+            axis.plot(ratios, [speed[f"rho={r}"]["speedup_vs_dense"] for r in ratios], "o-", label="retention")
+            axis.plot(ratios, [speed[f"ideal rho={r}"]["speedup_vs_dense"] for r in ratios], "s--", label="ideal limit")
         budgets = _any_budgets(results)
         if budgets:
             one = [speed[f"any rho={r}"]["speedup_vs_dense"] for r in budgets]
@@ -258,8 +269,8 @@ def plots(results: dict, output: Path) -> list[Path]:
         axis.legend(fontsize=8)
         written.append(_save(figure, output / "speedup_vs_budget.png"))
     figure, axis = plt.subplots(figsize=(5, 3.5))
-    for ratio, schedule in results["schedules"].items():
-        axis.plot(range(len(schedule)), schedule, "o-", label=f"rho={ratio}")
+    for name, schedule in _schedules(results).items():
+        axis.plot(range(len(schedule)), schedule, "o-", label=name)
     axis.set(xlabel="layer", ylabel="share of tokens processed", ylim=(0, 1.05), title="learned per-layer retention")
     axis.legend(fontsize=8)
     written.append(_save(figure, output / "layer_retention.png"))

@@ -86,8 +86,14 @@ def any_budget_rows(args) -> dict[str, tuple[float, str]]:
     return {f"any rho={ratio}": (ratio, args.any_budget) for ratio in sorted(set(args.budgets), reverse=True)}
 
 
+def reference_checkpoint(args, learned: dict[float, str]) -> str:
+    """The checkpoint whose weights the stock, dense and rho=1.0 rows run: the first per-budget model, else the
+    any-budget one."""
+    return next(iter(learned.values()), args.any_budget)
+
+
 def run_speed(args, learned: dict[float, str], batches) -> dict[str, object]:
-    first = next(iter(learned.values()))
+    first = reference_checkpoint(args, learned)
     reference = load_retention_model(first)
     stock = stock_twin(reference)
     dense = load_retention_model(first, retention_enabled=False)
@@ -122,13 +128,14 @@ def run_speed(args, learned: dict[float, str], batches) -> dict[str, object]:
 
 
 def run_memory(args, learned: dict[float, str], limit: int | None) -> dict[str, float]:
-    first = next(iter(learned.values()))
+    first = reference_checkpoint(args, learned)
+    rows = {"stock": ("stock", first), "dense": ("dense", first)}
+    rows |= {f"rho={ratio}": (f"rho={ratio}", path) for ratio, path in learned.items()}
+    rows |= {name: (f"rho={ratio}", path) for name, (ratio, path) in any_budget_rows(args).items()}
     measured = {}
-    for configuration, path in [("stock", first), ("dense", first), *[(f"rho={r}", p) for r, p in learned.items()]]:
-        measured[configuration] = measure_memory(
-            path, args.dataset, configuration, args.batch_size, args.max_length, limit
-        )
-        print(f"peak memory above the model, {configuration}: {measured[configuration]:.1f} MB", flush=True)
+    for name, (configuration, path) in rows.items():
+        measured[name] = measure_memory(path, args.dataset, configuration, args.batch_size, args.max_length, limit)
+        print(f"peak memory above the model, {name}: {measured[name]:.1f} MB", flush=True)
     return measured
 
 
@@ -146,6 +153,9 @@ def run_accuracy(args, learned: dict[float, str], batches) -> dict[str, object]:
     for label, (ratio, path) in rows.items():
         model = load_at_budget(path, ratio)
         row = {"learned": accuracy(model, batches, desc=f"learned {label}")}
+        results[label] = row
+        if min(model.config.retention_layer_ratios()) >= 1.0:
+            continue  # every layer keeps every token: each baseline would be the dense model again
         first_gate = model.config.retention_first_gated_layer
         if first_gate not in dense_by_first_gate:
             dense_by_first_gate[first_gate] = load_dense(args.dense, first_gate)
@@ -153,7 +163,6 @@ def run_accuracy(args, learned: dict[float, str], batches) -> dict[str, object]:
         copy_schedule(model.config, dense, ratio)
         for name in BASELINES:
             row[name] = accuracy(dense, batches, baseline=name, desc=f"{name} {label}")
-        results[label] = row
     return results
 
 
@@ -163,11 +172,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, ob
     )
     parser.add_argument("--dataset", choices=["sst2", "imdb"], required=True)
     parser.add_argument("--dense", required=True, help="the fine-tuned dense checkpoint (baselines, dense accuracy)")
-    parser.add_argument("--learned", nargs="+", required=True, help="RATIO=CHECKPOINT of the retention models")
+    parser.add_argument(
+        "--learned", nargs="*", default=[], help="RATIO=CHECKPOINT of the retention models trained for one budget each"
+    )
     parser.add_argument(
         "--any_budget",
         help="one checkpoint trained for a range of budgets (retention_ratio_range): measured at every --budgets "
-        "value next to the per-budget --learned models",
+        "value, alone or next to the per-budget --learned models",
     )
     parser.add_argument(
         "--budgets",
@@ -199,6 +210,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, ob
     args = parser.parse_args(argv)
     logging.set_verbosity_error()
     learned = parse_learned(args.learned)
+    if not learned and args.any_budget is None:
+        parser.error("nothing to measure: give --learned RATIO=CHECKPOINT ..., --any_budget CHECKPOINT, or both")
     for ratio in args.budgets:
         if not 0.0 < ratio <= 1.0:
             parser.error(f"--budgets: every budget must be in (0, 1], got {ratio}")
@@ -222,7 +235,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, ob
         },
     }
     if args.any_budget is not None:
-        results["any_budget"] = {"checkpoint": args.any_budget, "budgets": sorted(set(args.budgets), reverse=True)}
+        budgets = sorted(set(args.budgets), reverse=True)
+        results["any_budget"] = {
+            "checkpoint": args.any_budget,
+            "budgets": budgets,
+            "schedules": {
+                str(ratio): load_at_budget(args.any_budget, ratio).config.retention_layer_ratios() for ratio in budgets
+            },
+        }
     timing_limit = min((n for n in (args.limit, args.timing_examples) if n), default=None)
     timing_batches = batches[: -(-timing_limit // args.batch_size)] if timing_limit else batches
     results["timing_examples"] = sum(len(b["labels"]) for b in timing_batches)
