@@ -147,6 +147,15 @@ def test_one_checkpoint_alone(checkpoints, tmp_path):
         assert (output / plot).stat().st_size > 1000
 
 
+def test_baselines_can_be_chosen(checkpoints, tmp_path):
+    rows = ["--any_budget", str(checkpoints["r30"]), "--budgets", "0.5", "--limit=8", "--skip", "speed", "memory"]
+    results = run_tiny_harness(checkpoints, tmp_path / "one", *rows, "--baselines", "truncation")
+    assert set(results["accuracy"]["any rho=0.5"]) == {"learned", "truncation"}
+    results = run_tiny_harness(checkpoints, tmp_path / "none", *rows, "--baselines")
+    assert set(results["accuracy"]["any rho=0.5"]) == {"learned"}
+    assert not any("baseline" in check["target"] for check in results["targets"]), "no baseline, no margin to check"
+
+
 def test_harness_needs_a_model(checkpoints, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_tiny_harness(checkpoints, tmp_path / "results")

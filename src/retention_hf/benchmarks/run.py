@@ -161,7 +161,7 @@ def run_accuracy(args, learned: dict[float, str], batches) -> dict[str, object]:
             dense_by_first_gate[first_gate] = load_dense(args.dense, first_gate)
         dense = dense_by_first_gate[first_gate]
         copy_schedule(model.config, dense, ratio)
-        for name in BASELINES:
+        for name in args.baselines:
             row[name] = accuracy(dense, batches, baseline=name, desc=f"{name} {label}")
     return results
 
@@ -198,6 +198,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, ob
         help="time and measure memory on the first N examples only (accuracy always uses every example)",
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "memory", "accuracy"])
+    parser.add_argument(
+        "--baselines",
+        nargs="*",
+        default=list(BASELINES),
+        choices=BASELINES,
+        help="the training-free baselines scored at every budget (default: all; none: the models alone). They "
+        "take most of the accuracy time: one pass each per row",
+    )
     parser.add_argument(
         "--backend",
         choices=["torch", "onnxruntime"],
