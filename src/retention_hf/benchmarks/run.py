@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 from transformers.utils import logging
 
 import retention_hf
@@ -244,12 +244,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, ob
     }
     if args.any_budget is not None:
         budgets = sorted(set(args.budgets), reverse=True)
+        any_config = AutoConfig.from_pretrained(args.any_budget)  # the schedules need the config, not the weights
         results["any_budget"] = {
             "checkpoint": args.any_budget,
             "budgets": budgets,
-            "schedules": {
-                str(ratio): load_at_budget(args.any_budget, ratio).config.retention_layer_ratios() for ratio in budgets
-            },
+            "schedules": {str(ratio): any_config.retention_layer_ratios(ratio) for ratio in budgets},
         }
     timing_limit = min((n for n in (args.limit, args.timing_examples) if n), default=None)
     timing_batches = batches[: -(-timing_limit // args.batch_size)] if timing_limit else batches
