@@ -69,3 +69,47 @@ def test_the_any_budget_ablation_holds_each_budget_against_the_per_budget_models
     assert "| uniform-s0 | 0.8950 | 0.8800 | 0.8660 | 0.8500 | 0.8000 | 2.0 |" in table
     assert "| uniform-s0 | -0.50 |  | -0.40 | +1.00 |  |" in table
     assert "--train_set 8k --rows uniform --seeds 0" in table
+
+
+def test_the_grid_chooses_on_the_carve_out_never_on_dev(tmp_path, monkeypatch):
+    """examples/grid_any_budget.py: seed means against the per-budget rows (dense at rho 1) on each split, and the
+    recipe picked by its worst difference over rho 1, 0.7, 0.5 and 0.3 on the carve-out alone."""
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from grid_any_budget import choose, report
+
+    def curve(*values):
+        return dict(zip(("1.0", "0.7", "0.5", "0.3", "0.2"), values, strict=True))
+
+    def any_run(carve, dev):
+        return {
+            "carve": {"accuracy": carve[2], "curve": curve(*carve)},
+            "dev": {"accuracy": dev[2], "curve": curve(*dev)},
+            "train_runtime_s": 60.0,
+        }
+
+    def per_budget(carve, dev):
+        return {"carve": {"accuracy": carve}, "dev": {"accuracy": dev}, "train_runtime_s": 60.0}
+
+    results = {
+        "dense": per_budget(0.90, 0.89),
+        "per-budget-r0.7-s0": per_budget(0.88, 0.87),
+        "per-budget-r0.5-s0": per_budget(0.86, 0.86),
+        "per-budget-r0.5-s1": per_budget(0.88, 0.86),
+        "per-budget-r0.3-s0": per_budget(0.82, 0.80),
+        # worst carve-out difference -1.0 points (rho 0.3), but the best on dev
+        "steady-s0": any_run((0.90, 0.88, 0.87, 0.81, 0.75), (0.95, 0.95, 0.95, 0.95, 0.95)),
+        # two seeds whose mean is within 0.5 points everywhere on the carve-out
+        "even-s0": any_run((0.90, 0.88, 0.86, 0.82, 0.78), (0.88, 0.86, 0.85, 0.79, 0.74)),
+        "even-s1": any_run((0.89, 0.88, 0.87, 0.82, 0.80), (0.88, 0.86, 0.85, 0.79, 0.74)),
+        # better still, but over the cost target: never chosen
+        "sandwich-2ep-s0": any_run((0.91, 0.90, 0.90, 0.85, 0.80), (0.91, 0.90, 0.90, 0.85, 0.80)),
+    }
+    assert choose(results) == "even"
+    report(results, tmp_path, "preamble line")
+    table = (tmp_path / "results.md").read_text()
+    assert table.startswith("preamble line\n")
+    assert "| per-budget | 2 | 0.9000 | 0.8800 | 0.8700 | 0.8200 |  |" in table  # r0.5: mean of its two seeds
+    assert "| even | 2 | 0.8950 (-0.50) | 0.8800 (+0.00) | 0.8650 (-0.50) | 0.8200 (+0.00) | 0.7900 |" in table
+    assert "| steady | 1 | 0.9500 (+6.00) |" in table  # the dev split, against dense's 0.89
+    assert "| per-budget-r0.5-s1 |  |  | 0.8800 |  |  | 1.0 |" in table
+    assert table.rstrip().endswith(": even.")

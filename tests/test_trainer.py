@@ -372,6 +372,36 @@ def test_budget_sampling_draws_each_example_in_the_range(tmp_path, sampling, dis
 
 
 @pytest.mark.parametrize(
+    ("overrides", "warmup"),
+    [
+        ({}, 0.3),  # one budget: anneal over the first 30 % of the run
+        ({"selection_training": "topk", "retention_ratio_range": [0.2, 1.0]}, 0.0),  # a range: the draws from step 0
+        ({"selection_training": "topk", "retention_ratio_range": [0.2, 1.0], "budget_warmup_steps": 0.1}, 0.1),
+    ],
+)
+def test_the_budget_warmup_default_depends_on_the_range(tmp_path, overrides, warmup):
+    args = make_args(tmp_path, **{"budget_warmup_steps": None, **overrides})  # None: the default
+    assert args.budget_warmup_steps == warmup
+
+
+def test_a_range_of_budgets_trains_at_its_draws_from_the_first_step(tmp_path):
+    trainer = make_trainer(
+        tmp_path,
+        selection_training="topk",
+        retention_ratio=0.5,
+        retention_ratio_range=[0.3, 0.9],
+        budget_warmup_steps=None,  # the default
+        max_steps=2,
+        distillation_weight=0,
+    )
+    seen = recorded_budgets(trainer)
+    trainer.train()
+    assert trainer.budget.warmup_steps == 0
+    for budgets in seen:  # no step anneals the draws from 1.0
+        assert all(0.3 <= value <= 0.9 for value in budgets) and len(set(budgets)) >= 6
+
+
+@pytest.mark.parametrize(
     ("distribution", "median", "below_half"), [("uniform", 0.6, 0.375), ("log_uniform", 0.4472, 0.5693)]
 )
 def test_budget_distribution_spreads_the_draws(tmp_path, distribution, median, below_half):

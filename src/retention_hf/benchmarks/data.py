@@ -21,16 +21,16 @@ DATASETS = {
 IMDB_TRAIN = SHARED / "imdb" / "train.jsonl.gz"
 
 
-def write_imdb_train_splits(folder: Path) -> tuple[Path, Path]:
+def write_imdb_train_splits(folder: Path, source: Path = IMDB_TRAIN) -> tuple[Path, Path]:
     """IMDb train reviews ranked by ``sha1(id)`` within each label: ``train_6k.jsonl`` holds ranks 0-2,999 of each
     label (what ``reproduce.sh imdb`` trains on) and ``train_carve_1k.jsonl`` ranks 3,000-3,499 (the held-out
-    validation of ``examples/ablation_budget.py --train_set imdb``), labels interleaved by the same hash. Files
-    already there are kept."""
+    validation of ``examples/ablation_budget.py --train_set imdb``), labels interleaved by the same hash, from
+    ``source`` (IMDb train as jsonl.gz). Files already there are kept."""
     folder = Path(folder)
     train, validation = folder / "train_6k.jsonl", folder / "train_carve_1k.jsonl"
     if train.is_file() and validation.is_file():
         return train, validation
-    with gzip.open(IMDB_TRAIN, "rt", encoding="utf-8") as handle:
+    with gzip.open(source, "rt", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
 
     def rank(row: dict) -> str:

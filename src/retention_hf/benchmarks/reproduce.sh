@@ -72,7 +72,9 @@ for rho in "${BUDGETS[@]}"; do
 done
 if [ "$SERVE_07" = rescaled ]; then LEARNED=("0.7=$RUNS/rho0.5" "${LEARNED[@]}"); fi
 # one checkpoint for every budget from 0.2 to 1.0, serving 0.5 by default; the sandwich rule (one example of every
-# micro-batch at each end of the range) won over uniform draws on the SST-2 train carve-out (results/ablation-any)
+# micro-batch at each end of the range) won over uniform draws on the SST-2 train carve-out (results/ablation-any),
+# and a range trains without the budget warm-up by default (results/grid-any; the committed results/*-any rows
+# predate that default and were trained with --budget_warmup_steps 0.3)
 train any "${RETENTION[@]}" --model_name_or_path "$RUNS/dense" --retention_ratio 0.5 --retention_ratio_range 0.2 1.0 \
   --retention_ratio_sampling sandwich
 "$PY" -m retention_hf.benchmarks.run --dataset "$DATASET" --dense "$RUNS/dense" --learned "${LEARNED[@]}" \
