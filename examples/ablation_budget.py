@@ -59,18 +59,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_TRAIN = REPO.parent / "shared" / "data" / "sst2" / "train.tsv"
 TRAIN_8K = REPO / "data" / "sst2" / "train_8k.tsv"
 IMDB_DENSE = REPO / "runs" / "bench-imdb" / "dense"  # reproduce.sh imdb's dense model, trained on the same 6,000
-# IMDb runs: 512 tokens, batch 16 (as reproduce.sh imdb), a checkpoint every 25 of their 375 steps
-IMDB_ARGUMENTS = [
+# IMDb runs: reproduce.sh imdb's columns, 512 tokens and batch 16 (IMDB_DATA), and a checkpoint every 25 of
+# their 375 steps
+IMDB_DATA = [
     "--text_column=text",
     "--label_column=label",
     "--max_seq_length=512",
     "--per_device_train_batch_size=16",
     "--per_device_eval_batch_size=32",
     "--logging_steps=25",
-    "--save_strategy=steps",
-    "--save_steps=25",
-    "--save_total_limit=1",
 ]
+IMDB_ARGUMENTS = [*IMDB_DATA, "--save_strategy=steps", "--save_steps=25", "--save_total_limit=1"]
 
 # full-train-set runs (reproduce.sh sst2's scale): a checkpoint every 200 steps, resumed when rerun
 FULL_ARGUMENTS = ["--save_strategy=steps", "--save_steps=200", "--save_total_limit=1", "--logging_steps=25"]

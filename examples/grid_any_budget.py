@@ -43,7 +43,17 @@ import transformers
 
 import ablation_budget
 from ablation_any_budget import BUDGETS, REFERENCE_ROW, ROWS_ANY
-from ablation_budget import COMMON, DENSE, RETENTION, ROWS, build_full_train, build_validation, read, write
+from ablation_budget import (
+    COMMON,
+    DENSE,
+    IMDB_DATA,
+    RETENTION,
+    ROWS,
+    build_full_train,
+    build_validation,
+    read,
+    write,
+)
 from retention_hf.benchmarks.data import write_imdb_train_splits
 
 
@@ -84,15 +94,6 @@ def split_run(name: str) -> tuple[str, int]:
 
 
 EXTRA: list[str] = []  # arguments added to every run (the dataset's, --max_samples)
-# reproduce.sh imdb's columns, length and batch sizes
-IMDB = [
-    "--text_column=text",
-    "--label_column=label",
-    "--max_seq_length=512",
-    "--per_device_train_batch_size=16",
-    "--per_device_eval_batch_size=32",
-    "--logging_steps=25",
-]
 
 
 def run_classification(arguments: list[str], log: Path) -> dict:
@@ -182,6 +183,11 @@ def by_recipe(results: dict, split: str) -> dict[str, dict[str, list[float]]]:
     return table
 
 
+def references(table: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """The per-budget rows' seed means by budget (dense at 1), from a ``by_recipe`` table."""
+    return {budget: statistics.fmean(values) for budget, values in table.get("per-budget", {}).items()}
+
+
 def report(results: dict, path: Path, preamble: str = "", dataset: str = "sst2") -> None:
     """``results.md``: ``preamble``, the carve-out and dev rows of every run, then the recipes' seed means against the
     per-budget rows (dense at rho 1), and the recipe the carve-out chooses."""
@@ -194,7 +200,7 @@ def report(results: dict, path: Path, preamble: str = "", dataset: str = "sst2")
     lines = [preamble, ""] if preamble else []
     for split, title in zip(("carve", "dev"), TITLES[dataset], strict=True):
         table = by_recipe(results, split)
-        reference = {budget: statistics.fmean(values) for budget, values in table.get("per-budget", {}).items()}
+        reference = references(table)
         lines += [f"### {title}", "", f"| run | {header} | train min |", "| --- |" + " --- |" * (len(BUDGETS) + 1)]
         for name, run in results.items():
             if name == "dense":
@@ -233,9 +239,9 @@ def choose(results: dict) -> str | None:
     """The any-budget recipe that the carve-out picks (never dev): the largest worst-case difference of its seed
     means from the per-budget seed means (dense at 1) over rho 1, 0.7, 0.5 and 0.3."""
     table = by_recipe(results, "carve")
-    reference = {budget: statistics.fmean(values) for budget, values in table.pop("per-budget", {}).items()}
+    reference = references(table)
     targets = [str(b) for b in (1.0, 0.7, 0.5, 0.3) if str(b) in reference]
-    candidates = {recipe: curve for recipe, curve in table.items() if recipe not in DIAGNOSTICS}
+    candidates = {recipe: curve for recipe, curve in table.items() if recipe not in ("per-budget", *DIAGNOSTICS)}
     if not candidates or not targets:
         return None
     return max(
@@ -283,7 +289,7 @@ def main() -> None:
 
     source = args.data or HERE.parents[1] / "shared" / "data" / args.dataset
     if args.dataset == "imdb":
-        EXTRA.extend(IMDB)
+        EXTRA.extend(IMDB_DATA)
     if args.max_samples:
         EXTRA.extend([f"--max_train_samples={args.max_samples}", f"--max_eval_samples={args.max_samples}"])
     args.output.mkdir(parents=True, exist_ok=True)
