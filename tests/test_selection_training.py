@@ -166,6 +166,27 @@ def test_topk_training_forward_is_the_inference_selection(family, task, attentio
     torch.testing.assert_close(primary_output(train_outputs), primary_output(eval_outputs), atol=atol, rtol=0)
 
 
+@pytest.mark.parametrize("budgets", [[1.0, 0.3, 0.6], [0.9, 0.2, 1.0]])
+def test_per_example_budgets_give_each_row_its_own_gradient(budgets):
+    """With per-example budgets a training row's gradients, the scorers' included, are those of the row alone: a
+    budget-1 row trains the gates through their straight-through scores whether or not another row drops tokens
+    (RetentionTrainer's sub-batches, retention_ratio_groups, rely on it)."""
+    model = topk_training_model(BERT, retention_schedule="decay")
+    inputs = BERT.inputs([12, 12, 10], seq_len=12, seed=3)
+
+    def gradients(rows: slice, row_budgets: list[float]) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        outputs = model(**{key: value[rows] for key, value in inputs.items()}, retention_ratio=row_budgets)
+        outputs.logits[0].sum().backward()  # the first row's output only
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    batched, alone = gradients(slice(0, 3), budgets), gradients(slice(0, 1), budgets[:1])
+    assert any(".gates." in name and grad.abs().sum() > 0 for name, grad in alone.items()), "the gates learn"
+    assert batched.keys() == alone.keys()
+    for name, grad in alone.items():
+        torch.testing.assert_close(batched[name], grad, atol=1e-6, rtol=1e-4)
+
+
 def test_straight_through_gradient_is_the_derivative_of_fading_the_kept_tokens():
     """The scores' gradient equals d loss / d c of the explicit relaxation in which every kept token's input
     is scaled by e^c and its attention keys get + c (finite differences, one gate before the last layer)."""

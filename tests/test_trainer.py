@@ -138,6 +138,11 @@ def test_arguments_from_the_command_line():
         ({"retention_ratio_range": [0.0, 1.0]}, r"must satisfy 0 < low <= high <= 1, got \(0.0, 1.0\)"),
         ({"retention_ratio_range": [0.2, 1.0]}, r"retention_ratio_range samples the budget of the top-k selection"),
         ({"retention_ratio_sampling": "min-max"}, r"retention_ratio_sampling must be one of \('uniform', 'sandwich'\)"),
+        ({"retention_ratio_groups": 0}, r"retention_ratio_groups must be a whole number >= 1, got 0"),
+        (
+            {"retention_ratio_groups": 2},
+            r"retention_ratio_groups=2 groups the budgets drawn with retention_ratio_range; one budget needs no groups",
+        ),
         (
             {"retention_ratio_distribution": "geometric"},
             r"retention_ratio_distribution must be one of \('uniform', 'log_uniform'\), got 'geometric'",
@@ -496,6 +501,59 @@ def test_budget_curves_of_a_model_with_an_explicit_schedule(tmp_path):
     assert trainer.model.config.retention_schedule == [1.0, 0.6, 0.3, 0.1]  # the config is left as it was
     trainer.model.config.set_retention_budget(0.3)  # the list is rescaled to the new budget
     assert sum(trainer.model.config.retention_schedule) / 4 == pytest.approx(0.3)
+
+
+def recorded_passes(trainer) -> list[tuple[list[float], torch.Tensor]]:
+    """The budgets and real lengths of the rows of every training forward pass of ``trainer``'s model."""
+    seen = []
+
+    def record(module, args, kwargs):
+        if module.training:
+            seen.append((kwargs["retention_ratio"], kwargs["attention_mask"].sum(dim=1)))
+
+    trainer.model.register_forward_pre_hook(record, with_kwargs=True)
+    return seen
+
+
+@pytest.mark.parametrize("task", ["sequence", "token"])
+def test_budget_groups_give_the_gradients_of_the_whole_micro_batch(tmp_path, task):
+    """Sub-batches of similar kept counts change what each forward pass holds, not the loss or the gradients."""
+    runs = []
+    for groups in (1, 3):
+        trainer = make_trainer(
+            tmp_path / str(groups),
+            task=task,
+            selection_training="topk",
+            retention_ratio=0.5,
+            retention_ratio_range=[0.2, 1.0],
+            retention_ratio_sampling="sandwich",
+            retention_ratio_groups=groups,
+            gradient_accumulation_steps=2,
+            max_steps=3,
+            max_grad_norm=0.0,
+            distillation_weight=0.5,
+        )
+        passes = recorded_passes(trainer)
+        recorder = GradientRecorder(trainer.model)
+        trainer.add_callback(recorder)
+        trainer.train()
+        runs.append((recorder.gradients, train_logs(trainer), passes))
+    (grads_one, logs_one, passes_one), (grads_three, logs_three, passes_three) = runs
+    # every micro-batch of 8 runs as 3 passes of 3, 3 and 2 rows: the same rows, in order of budget x length
+    assert len(passes_one) == 6 and len(passes_three) == 18
+    for whole, parts in zip(passes_one, zip(*[iter(passes_three)] * 3, strict=True), strict=True):
+        assert [len(budgets) for budgets, _ in parts] == [3, 3, 2]
+        assert sorted(b for budgets, _ in parts for b in budgets) == sorted(whole[0])
+        kept = [[b * n for b, n in zip(budgets, lengths.tolist(), strict=True)] for budgets, lengths in parts]
+        assert max(kept[0]) <= min(kept[1]) and max(kept[1]) <= min(kept[2])
+    assert len(grads_one) == len(grads_three) == 3
+    for whole, grouped in zip(grads_one, grads_three, strict=True):
+        assert any(".gates." in name and grad.abs().sum() > 0 for name, grad in whole.items())
+        for name, grad in whole.items():
+            torch.testing.assert_close(grouped[name], grad, atol=1e-6, rtol=1e-4)
+    for key in ("loss", "task_loss", "distillation_loss", "keep_ratio", "budget_target"):
+        grouped, whole = [entry[key] for entry in logs_three], [entry[key] for entry in logs_one]
+        assert grouped == pytest.approx(whole, rel=1e-5, abs=1e-6)
 
 
 def test_budget_sampling_is_seeded_and_survives_resume(tmp_path):

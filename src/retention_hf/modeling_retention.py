@@ -244,6 +244,13 @@ def _per_call_budget(retention_ratio, batch_size: int) -> float | list[float] | 
     return float(retention_ratio)
 
 
+def _is_per_example(retention_ratio) -> bool:
+    """Whether a call's ``retention_ratio`` gives one budget per example (a sequence, or a 1-d tensor)."""
+    return isinstance(retention_ratio, (list, tuple)) or (
+        isinstance(retention_ratio, torch.Tensor) and retention_ratio.dim() == 1
+    )
+
+
 def _as_list(budget: float | list[float]) -> list[float]:
     return budget if isinstance(budget, list) else [budget]
 
@@ -271,11 +278,21 @@ class RetentionEncoder(nn.Module):
         within when ``retention_scorer_match_sentence_end_ids`` is set (see :func:`sentence_ids`)."""
         config = self.config
         protected = protected & attention_mask.bool()  # a protected id in padding is still padding
+        # Per-example budgets in straight-through top-k training (RetentionTrainer's retention_ratio_range): every
+        # gate trains its scores on every row, also where the row (or the whole batch) keeps every token, so that a
+        # row's gradient does not depend on the budgets beside it in its batch
+        every_row_trains = (
+            self.training
+            and config.retention_train_with_topk
+            and config.retention_topk_straight_through
+            and _is_per_example(retention_ratio)
+        )
         retention_ratio = _per_call_budget(retention_ratio, hidden_states.shape[0])
         budget = config.retention_ratio if retention_ratio is None else retention_ratio
-        # Budget 1 is the stock encoder in training too (no gate is sampled); at inference the top-k at budget 1
-        # keeps every token anyway and reports the kept positions, and threshold selection ignores the budget
-        if not config.retention_enabled or (self.training and min(_as_list(budget)) >= 1.0):
+        # Budget 1 is the stock encoder in training too (no gate is sampled; see above for per-example budgets); at
+        # inference the top-k at budget 1 keeps every token anyway and reports the kept positions, and threshold
+        # selection ignores the budget
+        if not config.retention_enabled or (self.training and min(_as_list(budget)) >= 1.0 and not every_row_trains):
             return self._dense_forward(hidden_states, attention_mask, **kwargs)
         gated = self.config.retention_gated_layers
         if [str(i) for i in gated] != list(self.gates.keys()):
@@ -311,7 +328,14 @@ class RetentionEncoder(nn.Module):
                 hidden_states, attention_mask, protected, restore_dropped_tokens, sentences, **kwargs
             )
         return self._compact_forward(
-            hidden_states, attention_mask, protected, restore_dropped_tokens, sentences, retention_ratio, **kwargs
+            hidden_states,
+            attention_mask,
+            protected,
+            restore_dropped_tokens,
+            sentences,
+            retention_ratio,
+            every_row_trains=every_row_trains,
+            **kwargs,
         )
 
     def _layer_ratios(self, ratio: float | list[float] | None) -> list[float] | list[list[float]]:
@@ -457,6 +481,7 @@ class RetentionEncoder(nn.Module):
         restore,
         sentences=None,
         ratio: float | list[float] | None = None,
+        every_row_trains: bool = False,
         **kwargs,
     ) -> _EncoderResult:
         """Scheduled top-k selection with physical removal: inference, and top-k training.
@@ -466,7 +491,9 @@ class RetentionEncoder(nn.Module):
         ``retention_topk_straight_through`` the kept tokens carry ``exp(s - sg(s))`` on their hidden states
         and ``s - sg(s)`` on their attention keys, accumulated along depth like the soft gates, so the
         values are those of the selection (exactly, with eager attention; up to kernel rounding with sdpa, whose
-        masked path differs) and the scorers still receive the task gradient.
+        masked path differs) and the scorers still receive the task gradient. ``every_row_trains`` (per-example
+        budgets in straight-through training) runs that gate also where no row drops a token, which an inference
+        pass skips.
         """
         config = self.config
         training = self.training
@@ -525,7 +552,8 @@ class RetentionEncoder(nn.Module):
                 if merge:  # the merged slot counts as one of the kept slots
                     keep = self._make_room_for_merged(keep, current, mass, protected)
                     keep_host = keep.tolist()
-                if traced or any(k < c for k, c in zip(keep_host, current_host, strict=True)):
+                drops = traced or any(k < c for k, c in zip(keep_host, current_host, strict=True))
+                if drops or every_row_trains:
                     if scores is None:
                         detach = training and config.retention_detach_scorer_input
                         scorer_input = hidden_states.detach() if detach else hidden_states
@@ -533,6 +561,11 @@ class RetentionEncoder(nn.Module):
                     if training:
                         gate_scores[index] = scores
                         gate_positions[index] = positions.masked_fill(~real | protected, -1)
+                if not drops and every_row_trains:  # every token stays: the straight-through gates alone
+                    delta = (scores - scores.detach()).masked_fill(protected | ~real, 0.0)
+                    log_gate = delta if log_gate is None else log_gate + delta
+                    mask = self._straight_through_mask(real, log_gate, mass if merge else None, hidden_states.dtype)
+                elif drops:
                     selection_scores = scores.detach()
                     if noise_scale > 0:
                         selection_scores = selection_scores + noise_scale * gumbel_noise(scores.shape, scores.device)
@@ -561,10 +594,8 @@ class RetentionEncoder(nn.Module):
                         kept_scores = gather_slots(scores, slots)
                         delta = (kept_scores - kept_scores.detach()).masked_fill(protected | ~real, 0.0)
                         log_gate = delta if log_gate is None else gather_slots(log_gate, slots) + delta
-                    if merge:
-                        mask = self._key_mask_with_merged(real, log_gate, mass, hidden_states.dtype)
-                    elif straight_through:
-                        mask = additive_key_mask(real.float() * torch.exp(log_gate), hidden_states.dtype)
+                    if merge or straight_through:
+                        mask = self._straight_through_mask(real, log_gate, mass if merge else None, hidden_states.dtype)
                     else:
                         mask = self._mask(hidden_states, real)
                     current, current_host = keep, keep_host
@@ -605,6 +636,14 @@ class RetentionEncoder(nn.Module):
         has_slot = (mass > 0) | (keep < current)
         floor = protected.sum(dim=1).clamp(min=1)
         return torch.minimum(keep, torch.maximum(keep - has_slot.long(), floor))
+
+    @classmethod
+    def _straight_through_mask(cls, real, log_gate, mass, dtype: torch.dtype) -> torch.Tensor:
+        """The additive key mask after a gate: the kept tokens weighted by their straight-through gates
+        (``log_gate``, None without them), plus the merged slot where dropped tokens merge (``mass``)."""
+        if mass is not None:
+            return cls._key_mask_with_merged(real, log_gate, mass, dtype)
+        return additive_key_mask(real.float() * torch.exp(log_gate), dtype)
 
     @staticmethod
     def _key_mask_with_merged(real, log_gate, mass, dtype: torch.dtype) -> torch.Tensor:

@@ -300,9 +300,46 @@ class RetentionTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         config = self.accelerator.unwrap_model(model).config
         topk_training = model.training and config.retention_enabled and config.retention_train_with_topk
-        budgets = None
+        budgets = self._sampled_budgets(inputs) if topk_training else None
+        groups = None if budgets is None or return_outputs else self._budget_groups(budgets, inputs)
+        if groups is None:
+            return self._budgeted_loss(model, inputs, budgets, topk_training, return_outputs, num_items_in_batch)
+        # Sub-batches of neighbouring kept widths: a batch runs every layer at its widest row's width, so a low
+        # budget next to a high one would pay for the high one's tokens. Each row's output is its own, so the
+        # summed loss (every term weighted by its share of the micro-batch) is the micro-batch's loss.
+        scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        batch_size = budgets.shape[0]
+        loss = 0.0
+        for rows in groups:
+            part = {
+                key: value[rows.to(value.device)]
+                if isinstance(value, torch.Tensor) and value.shape[:1] == (batch_size,)
+                else value
+                for key, value in inputs.items()
+            }
+            share = 1.0 if scaled else len(rows) / batch_size
+            loss = loss + self._budgeted_loss(
+                model, part, budgets[rows], topk_training, False, num_items_in_batch, share=share
+            )
+        return loss
+
+    def _budget_groups(self, budgets: torch.Tensor, inputs) -> list[torch.Tensor] | None:
+        """``retention_ratio_groups`` sub-batches of the micro-batch's rows, ordered by their kept token count
+        (budget times real length), so that each sub-batch's rows keep similar widths; None for one group."""
+        groups = min(self.args.retention_ratio_groups, budgets.shape[0])
+        if groups <= 1:
+            return None
+        mask = inputs.get("attention_mask")
+        lengths = mask.sum(dim=1).double().cpu() if mask is not None else torch.ones_like(budgets)
+        order = torch.argsort(budgets * lengths, stable=True)
+        return list(order.tensor_split(groups))
+
+    def _budgeted_loss(
+        self, model, inputs, budgets, topk_training, return_outputs, num_items_in_batch, share: float = 1.0
+    ):
+        """The loss of ``inputs``, which are a ``share`` of the micro-batch: the task loss, the distillation terms
+        and the budget penalty, each recorded for the logs."""
         if topk_training:  # top-k at the budget target of this step (annealed during the warm-up)
-            budgets = self._sampled_budgets(inputs)  # float64: a list keeps the budgets exact (and compiles)
             inputs = {
                 **inputs,
                 "retention_ratio": self.budget.current_target() if budgets is None else budgets.tolist(),
@@ -317,7 +354,7 @@ class RetentionTrainer(Trainer):
         # batch (the model used num_items_in_batch and the Trainer will not divide by the accumulation
         # steps) or a micro-batch mean (the Trainer divides by the accumulation steps).
         scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
-        divisor = 1 if scaled else self.current_gradient_accumulation_steps
+        divisor = (1 if scaled else self.current_gradient_accumulation_steps) / share
         self._record("task_loss", loss, divisor)
         weight = self.distillation_weight
         # no gate scores where the step ran dense (retention off, or a budget target of 1)
@@ -354,6 +391,7 @@ class RetentionTrainer(Trainer):
             loss = loss + penalty
         elif topk_training:  # exact selection, no penalty: log the realised keep ratio
             self.budget.accumulate(outputs["keep_ratio"], outputs["layer_keep_ratio"], target=budgets)
+        loss = loss * share
         return (loss, outputs) if return_outputs else loss
 
     def _sampled_budgets(self, inputs) -> torch.Tensor | None:  # (batch,) float64

@@ -71,6 +71,15 @@ class RetentionTrainingArguments(TrainingArguments):
             "each of three seeds (docs/training.md)."
         },
     )
+    retention_ratio_groups: int = field(
+        default=1,
+        metadata={
+            "help": "With retention_ratio_range: run every micro-batch as this many sub-batches of rows with similar "
+            "kept token counts (budget times length). A batch runs each layer at its widest row's width, so one "
+            "high-budget row makes every row pay for its tokens; sub-batches cut that cost on long inputs. Each "
+            "row's output is its own, so the loss and gradients are those of the whole micro-batch."
+        },
+    )
     dual_step_size: float = field(
         default=DEFAULT_DUAL_STEP_SIZE,
         metadata={"help": "eta of the projected dual ascent lambda <- max(0, lambda + eta * (keep - target))."},
@@ -265,7 +274,15 @@ class RetentionTrainingArguments(TrainingArguments):
             )
 
     def _check_ratio_range(self) -> None:
+        groups = self.retention_ratio_groups
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"retention_ratio_groups must be a whole number >= 1, got {groups!r}")
         if self.retention_ratio_range is None:
+            if self.retention_ratio_groups != 1:
+                raise ValueError(
+                    f"retention_ratio_groups={self.retention_ratio_groups} groups the budgets drawn with "
+                    "retention_ratio_range; one budget needs no groups: set retention_ratio_range or drop it"
+                )
             return
         bounds = list(self.retention_ratio_range)
         if len(bounds) != 2 or not all(isinstance(value, (int, float)) for value in bounds):
