@@ -45,7 +45,9 @@ BUDGETS = (1.0, 0.7, 0.5, 0.3, 0.2)
 REFERENCE_ROW = "topk-decay-budget-kd"  # the per-budget recipe these rows are held against
 # the default recipe (top-k from the first step, decay schedule, logit distillation) over a range of budgets, with
 # the budget warm-up of one budget (the draws annealed from 1.0 over the first 30 % of the run), which these rows
-# were measured with; a range's default warm-up is 0 since the rows of grid_any_budget.py (row sandwich-warm0)
+# were measured with; a range's default warm-up is 0 since the rows of grid_any_budget.py (row sandwich-warm0).
+# They also ran each micro-batch in one pass, as before a range's default became 4 sub-batches (the same gradients,
+# other dropout draws).
 ANY_BUDGET = [
     *ROWS[REFERENCE_ROW],
     "--retention_ratio=0.5",
@@ -53,6 +55,7 @@ ANY_BUDGET = [
     "0.2",
     "1.0",
     "--budget_warmup_steps=0.3",
+    "--retention_ratio_groups=1",
 ]
 ROWS_ANY = {
     # every example draws its budget uniformly from [0.2, 1.0] (RetentionTrainingArguments' default sampling)

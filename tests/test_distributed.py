@@ -111,3 +111,21 @@ def test_two_process_ddp_matches_one_process_with_the_default_topk_training(tiny
     assert abs(ddp["logs"][-1]["keep_ratio"] - 0.4) < 0.03  # the budget is exact from the first step
     for metric in ("eval_accuracy", "eval_keep_ratio"):
         assert ddp["results"][metric] == pytest.approx(single["results"][metric], rel=1e-6)
+
+
+def test_two_process_ddp_trains_a_range_of_budgets_in_sub_batches(tiny_checkpoint, tmp_path):
+    """A range of budgets runs every micro-batch as sub-batches, several forward passes before one backward, which
+    DDP must take: each rank's draws are its own, so this checks that the run trains and spends its draws."""
+    recipe = ["--retention_ratio_range", "0.2", "1.0", "--retention_ratio_sampling=sandwich"]  # 4 sub-batches
+    ddp = run_example(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"],
+        tiny_checkpoint,
+        tmp_path / "ddp",
+        batch_size=4,
+        recipe=recipe,
+    )
+    assert len(ddp["logs"]) == 4
+    for entry in ddp["logs"]:
+        assert 0.2 < entry["budget_target"] < 1.0 and entry["keep_ratio"] == pytest.approx(
+            entry["budget_target"], abs=0.1
+        )

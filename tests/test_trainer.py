@@ -333,7 +333,8 @@ def test_resume_restores_the_budget_exactly(tmp_path):
 
 
 def recorded_budgets(trainer) -> list[list[float] | float | None]:
-    """The ``retention_ratio`` of every training forward pass of ``trainer``'s model."""
+    """The ``retention_ratio`` of every training forward pass of ``trainer``'s model (a micro-batch's draws whole
+    where the trainer runs it in one pass, ``retention_ratio_groups=1``)."""
     seen = []
 
     def record(module, args, kwargs):
@@ -356,6 +357,7 @@ def test_budget_sampling_draws_each_example_in_the_range(tmp_path, sampling, dis
         retention_ratio_range=[0.3, 0.9],
         retention_ratio_sampling=sampling,
         retention_ratio_distribution=distribution,
+        retention_ratio_groups=1,
         budget_warmup_steps=2,
         max_steps=4,
         distillation_weight=0,
@@ -387,6 +389,10 @@ def test_budget_sampling_draws_each_example_in_the_range(tmp_path, sampling, dis
 def test_the_budget_warmup_default_depends_on_the_range(tmp_path, overrides, warmup):
     args = make_args(tmp_path, **{"budget_warmup_steps": None, **overrides})  # None: the default
     assert args.budget_warmup_steps == warmup
+    # and so do the sub-batches: 4 for a range (``retention_ratio_groups``), none for one budget
+    assert args.retention_ratio_groups == (1 if "retention_ratio_range" not in overrides else 4)
+    explicit = make_args(tmp_path, **{**overrides, "retention_ratio_groups": 1})
+    assert explicit.retention_ratio_groups == 1
 
 
 def test_a_range_of_budgets_trains_at_its_draws_from_the_first_step(tmp_path):
@@ -395,6 +401,7 @@ def test_a_range_of_budgets_trains_at_its_draws_from_the_first_step(tmp_path):
         selection_training="topk",
         retention_ratio=0.5,
         retention_ratio_range=[0.3, 0.9],
+        retention_ratio_groups=1,
         budget_warmup_steps=None,  # the default
         max_steps=2,
         distillation_weight=0,
@@ -560,6 +567,7 @@ def test_budget_sampling_is_seeded_and_survives_resume(tmp_path):
     common = {
         "selection_training": "topk",
         "retention_ratio_range": [0.3, 1.0],
+        "retention_ratio_groups": 1,
         "max_steps": 4,
         "save_strategy": "steps",
         "save_steps": 2,
