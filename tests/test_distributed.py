@@ -68,15 +68,15 @@ def run_example(launcher: list[str], checkpoint: Path, output_dir: Path, batch_s
     }
 
 
+def run_ddp(checkpoint: Path, tmp_path: Path, recipe: list[str]) -> dict:
+    """Two processes of 4 examples each (torchrun, gloo)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    return run_example(launcher, checkpoint, tmp_path / "ddp", batch_size=4, recipe=recipe)
+
+
 def run_ddp_and_single(checkpoint: Path, tmp_path: Path, recipe: list[str]) -> tuple[dict, dict]:
     """The same global batch of 8: two processes of 4, and one process of 8."""
-    ddp = run_example(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"],
-        checkpoint,
-        tmp_path / "ddp",
-        batch_size=4,
-        recipe=recipe,
-    )
+    ddp = run_ddp(checkpoint, tmp_path, recipe)
     single = run_example([sys.executable], checkpoint, tmp_path / "single", batch_size=8, recipe=recipe)
     return ddp, single
 
@@ -117,13 +117,7 @@ def test_two_process_ddp_trains_a_range_of_budgets_in_sub_batches(tiny_checkpoin
     """A range of budgets runs every micro-batch as sub-batches, several forward passes before one backward, which
     DDP must take: each rank's draws are its own, so this checks that the run trains and spends its draws."""
     recipe = ["--retention_ratio_range", "0.2", "1.0", "--retention_ratio_sampling=sandwich"]  # 4 sub-batches
-    ddp = run_example(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"],
-        tiny_checkpoint,
-        tmp_path / "ddp",
-        batch_size=4,
-        recipe=recipe,
-    )
+    ddp = run_ddp(tiny_checkpoint, tmp_path, recipe)
     assert len(ddp["logs"]) == 4
     for entry in ddp["logs"]:
         assert 0.2 < entry["budget_target"] < 1.0 and entry["keep_ratio"] == pytest.approx(

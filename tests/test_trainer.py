@@ -332,18 +332,27 @@ def test_resume_restores_the_budget_exactly(tmp_path):
     assert resumed.budget.state == full.budget.state
 
 
-def recorded_budgets(trainer) -> list[list[float] | float | None]:
-    """The ``retention_ratio`` of every training forward pass of ``trainer``'s model (a micro-batch's draws whole
-    where the trainer runs it in one pass, ``retention_ratio_groups=1``)."""
+def recorded_training_calls(trainer, read) -> list:
+    """``read(kwargs)`` of every training forward pass of ``trainer``'s model, appended as training runs."""
     seen = []
 
     def record(module, args, kwargs):
         if module.training:
-            budget = kwargs.get("retention_ratio")
-            seen.append(budget.tolist() if isinstance(budget, torch.Tensor) else budget)
+            seen.append(read(kwargs))
 
     trainer.model.register_forward_pre_hook(record, with_kwargs=True)
     return seen
+
+
+def recorded_budgets(trainer) -> list[list[float] | float | None]:
+    """The ``retention_ratio`` of every training forward pass of ``trainer``'s model (a micro-batch's draws whole
+    where the trainer runs it in one pass, ``retention_ratio_groups=1``)."""
+
+    def budget(kwargs):
+        value = kwargs.get("retention_ratio")
+        return value.tolist() if isinstance(value, torch.Tensor) else value
+
+    return recorded_training_calls(trainer, budget)
 
 
 @pytest.mark.parametrize(
@@ -512,14 +521,9 @@ def test_budget_curves_of_a_model_with_an_explicit_schedule(tmp_path):
 
 def recorded_passes(trainer) -> list[tuple[list[float], torch.Tensor]]:
     """The budgets and real lengths of the rows of every training forward pass of ``trainer``'s model."""
-    seen = []
-
-    def record(module, args, kwargs):
-        if module.training:
-            seen.append((kwargs["retention_ratio"], kwargs["attention_mask"].sum(dim=1)))
-
-    trainer.model.register_forward_pre_hook(record, with_kwargs=True)
-    return seen
+    return recorded_training_calls(
+        trainer, lambda kwargs: (kwargs["retention_ratio"], kwargs["attention_mask"].sum(dim=1))
+    )
 
 
 @pytest.mark.parametrize("task", ["sequence", "token"])

@@ -562,8 +562,7 @@ class RetentionEncoder(nn.Module):
                         gate_scores[index] = scores
                         gate_positions[index] = positions.masked_fill(~real | protected, -1)
                 if not drops and every_row_trains:  # every token stays: the straight-through gates alone
-                    delta = (scores - scores.detach()).masked_fill(protected | ~real, 0.0)
-                    log_gate = delta if log_gate is None else log_gate + delta
+                    log_gate = self._add_straight_through(log_gate, scores, protected, real)
                     mask = self._straight_through_mask(real, log_gate, mass if merge else None, hidden_states.dtype)
                 elif drops:
                     selection_scores = scores.detach()
@@ -591,9 +590,8 @@ class RetentionEncoder(nn.Module):
                     if sentences is not None:
                         sentences = gather_slots(sentences, slots)
                     if straight_through:
-                        kept_scores = gather_slots(scores, slots)
-                        delta = (kept_scores - kept_scores.detach()).masked_fill(protected | ~real, 0.0)
-                        log_gate = delta if log_gate is None else gather_slots(log_gate, slots) + delta
+                        kept_gates = None if log_gate is None else gather_slots(log_gate, slots)
+                        log_gate = self._add_straight_through(kept_gates, gather_slots(scores, slots), protected, real)
                     if merge or straight_through:
                         mask = self._straight_through_mask(real, log_gate, mass if merge else None, hidden_states.dtype)
                     else:
@@ -636,6 +634,13 @@ class RetentionEncoder(nn.Module):
         has_slot = (mass > 0) | (keep < current)
         floor = protected.sum(dim=1).clamp(min=1)
         return torch.minimum(keep, torch.maximum(keep - has_slot.long(), floor))
+
+    @staticmethod
+    def _add_straight_through(log_gate, scores, protected, real) -> torch.Tensor:
+        """A gate's straight-through term ``s - sg(s)`` (value 0, the task gradient to the scores) on the real,
+        unprotected tokens, added to the gates accumulated along depth (``log_gate``, None before the first)."""
+        delta = (scores - scores.detach()).masked_fill(protected | ~real, 0.0)
+        return delta if log_gate is None else log_gate + delta
 
     @classmethod
     def _straight_through_mask(cls, real, log_gate, mass, dtype: torch.dtype) -> torch.Tensor:
