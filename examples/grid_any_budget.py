@@ -75,6 +75,11 @@ RECIPES: dict[str, list[str]] = {
     "sandwich-warm0": ROWS_ANY["sandwich-warm0"],
     "sandwich-lr3e-5-warm0": [*SANDWICH, "--learning_rate=3e-5", "--budget_warmup_steps=0"],
     "sandwich-lr5e-5-warm0": [*SANDWICH, "--learning_rate=5e-5", "--budget_warmup_steps=0"],
+    # more of every micro-batch at the ends of the range, as in the sandwich rule of universally slimmable networks
+    # (the largest, the smallest and two random widths each step): a quarter of the rows at each end (the same mean
+    # budget as uniform draws), or a quarter at the high end only (rho 1 is the one budget at which no layer drops)
+    "sandwich-warm0-ends4": [*ROWS_ANY["sandwich-warm0"], "--retention_ratio_sandwich_shares", "0.25", "0.25"],
+    "sandwich-warm0-top4": [*ROWS_ANY["sandwich-warm0"], "--retention_ratio_sandwich_shares", "0.03125", "0.25"],
     # twice the steps (2x the cost target): does the gap to the per-budget models close with more training?
     "sandwich-2ep": [*SANDWICH, "--num_train_epochs=2"],
 }

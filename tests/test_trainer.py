@@ -121,6 +121,10 @@ def test_arguments_from_the_command_line():
         parser.parse_args_into_dataclasses(args=["--output_dir=x", "--gate_sampling=gumbel"])
 
 
+# a range of budgets with the sandwich rule
+SANDWICH = {"selection_training": "topk", "retention_ratio_range": [0.2, 1.0], "retention_ratio_sampling": "sandwich"}
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -156,6 +160,32 @@ def test_arguments_from_the_command_line():
                 "per_device_train_batch_size": 2,
             },
             r"with per_device_train_batch_size=2 no example would draw a budget in between",
+        ),
+        (
+            {
+                "selection_training": "topk",
+                "retention_ratio_range": [0.2, 1.0],
+                "retention_ratio_sandwich_shares": [0.1, 0.2],
+            },
+            r"retention_ratio_sandwich_shares=\[0.1, 0.2\] sizes the ends of the sandwich rule: set "
+            r"retention_ratio_sampling='sandwich'",
+        ),
+        (
+            {**SANDWICH, "retention_ratio_sandwich_shares": [0.25]},
+            r"retention_ratio_sandwich_shares must be two shares in \[0, 1\), got \[0.25\]",
+        ),
+        (
+            {**SANDWICH, "retention_ratio_sandwich_shares": [-0.1, 0.25]},
+            r"retention_ratio_sandwich_shares must be two shares in \[0, 1\), got \[-0.1, 0.25\]",
+        ),
+        (
+            {**SANDWICH, "retention_ratio_sandwich_shares": [0.5, 0.5]},
+            r"sandwich_shares \[0.5, 0.5\] leave no example to draw a budget in between",
+        ),
+        (
+            {"retention_ratio_sampling": "sandwich", "retention_ratio_sandwich_shares": [0.1, 0.2]},
+            r"retention_ratio_sandwich_shares=\[0.1, 0.2\] sizes the ends of the sandwich rule of "
+            r"retention_ratio_range: set it or drop them",
         ),
     ],
 )
@@ -442,6 +472,48 @@ def test_budget_distribution_spreads_the_draws(tmp_path, distribution, median, b
     assert budgets.dtype == torch.float64 and budgets.min() >= 0.2 and budgets.max() <= 1.0
     assert budgets.median().item() == pytest.approx(median, abs=0.01)
     assert (budgets < 0.5).double().mean().item() == pytest.approx(below_half, abs=0.01)
+
+
+def test_sandwich_shares_from_the_command_line():
+    (args,) = HfArgumentParser(RetentionTrainingArguments).parse_args_into_dataclasses(
+        args=[
+            "--output_dir=x",
+            "--retention_ratio_range", "0.2", "1.0",
+            "--retention_ratio_sampling=sandwich",
+            "--retention_ratio_sandwich_shares", "0", "0.25",
+            "--use_cpu",
+        ]
+    )  # fmt: skip
+    assert args.retention_ratio_range == [0.2, 1.0] and args.retention_ratio_sandwich_shares == [0.0, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("shares", "batch_size", "at_low", "at_high"),
+    [
+        (None, 32, 1, 1),  # the default: one example at each end
+        ([0, 0.25], 32, 1, 8),
+        ([0.25, 0.25], 32, 8, 8),
+        ([0.05, 0.25], 8, 1, 2),  # at least one example at each end
+        ([0.25, 0.5], 3, 1, 1),  # a short last batch keeps one example to draw in between
+    ],
+)
+def test_sandwich_shares_set_that_many_examples_to_each_end(tmp_path, shares, batch_size, at_low, at_high):
+    trainer = make_trainer(
+        tmp_path,
+        selection_training="topk",
+        retention_ratio=0.5,
+        retention_ratio_range=[0.2, 0.9],
+        retention_ratio_sampling="sandwich",
+        retention_ratio_sandwich_shares=shares,
+        distillation_weight=0,
+    )
+    trainer._micro_batch = 0
+    budgets = trainer._sampled_budgets({"input_ids": torch.zeros(batch_size, 1, dtype=torch.long)}).tolist()
+    assert budgets[:at_low] == [0.2] * at_low
+    assert budgets[at_low : at_low + at_high] == [pytest.approx(0.9)] * at_high
+    between = budgets[at_low + at_high :]
+    assert len(between) == batch_size - at_low - at_high >= 1
+    assert all(0.2 < value < 0.9 for value in between)
 
 
 def test_an_unreachable_low_end_fails_before_training(tmp_path):

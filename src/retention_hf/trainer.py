@@ -413,8 +413,20 @@ class RetentionTrainer(Trainer):
         else:
             budgets = low + (high - low) * draws
         if self.args.retention_ratio_sampling == "sandwich":  # batches of >= 3 (checked by the arguments)
-            budgets[:2] = torch.tensor([low, high], dtype=torch.float64)
+            at_low, at_high = self._sandwich_rows(batch_size)
+            budgets[:at_low] = low
+            budgets[at_low : at_low + at_high] = high
         return self.budget.anneal(budgets)
+
+    def _sandwich_rows(self, batch_size: int) -> tuple[int, int]:
+        """How many examples of a micro-batch the sandwich rule sets to the low and the high end (at least one each,
+        and at least one left to draw in between)."""
+        shares = self.args.retention_ratio_sandwich_shares
+        if shares is None:
+            return 1, 1
+        at_low, at_high = (max(1, round(share * batch_size)) for share in shares)
+        at_low = min(at_low, batch_size - 2)  # a short last batch: one row for the high end, one in between
+        return at_low, min(at_high, batch_size - 1 - at_low)
 
     def _normalise(self, per_example: torch.Tensor, scaled: bool) -> torch.Tensor:
         """Reduce a per-example term over the micro-batch the way the task loss is reduced."""

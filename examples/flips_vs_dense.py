@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Which of the dense model's predictions a retention checkpoint changes, on a GLUE-style TSV (sentence, label).
+
+Accuracy says how many sentences a checkpoint gets right; two checkpoints with the same accuracy can still
+disagree on many. For each checkpoint and budget this prints its accuracy, how many sentences the dense model
+got right and it gets wrong ("lost") and the reverse ("gained"), and the accuracy by sentence length (words).
+A checkpoint that moved its dense pass away from the dense model shows it in lost + gained at rho 1; whether
+those changes help or hurt on a split is the balance of the two.
+
+    python examples/flips_vs_dense.py --dense runs/bench-sst2/dense --validation_file ../shared/data/sst2/dev.tsv \\
+        --checkpoints runs/bench-sst2/any --budgets 1.0 0.7 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from retention_hf import RetentionBertForSequenceClassification
+
+
+LENGTH_BUCKETS = ((0, 10), (10, 20), (20, None))  # words: [low, high)
+
+
+def read_tsv(path: Path) -> tuple[list[str], torch.Tensor]:
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    return [row[0] for row in rows], torch.tensor([int(row[1]) for row in rows])
+
+
+def correct(checkpoint: str, tokenizer, texts: list[str], labels: torch.Tensor, budget: float, batch_size: int):
+    """Whether ``checkpoint`` at ``budget`` classifies each sentence right (a bool per sentence)."""
+    model = RetentionBertForSequenceClassification.from_pretrained(checkpoint).eval()
+    predictions = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt"
+            )
+            predictions.append(model(**batch, retention_ratio=budget).logits.argmax(-1))
+    return torch.cat(predictions) == labels
+
+
+def by_length(right: torch.Tensor, words: torch.Tensor) -> list[str]:
+    cells = []
+    for low, high in LENGTH_BUCKETS:
+        inside = (words >= low) & (words < (high if high is not None else words.max() + 1))
+        cells.append(f"{right[inside].double().mean().item():.4f}" if inside.any() else "")
+    return cells
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dense", required=True, help="the dense checkpoint the others started from")
+    parser.add_argument("--validation_file", type=Path, required=True, help="TSV with a header: sentence, label")
+    parser.add_argument("--checkpoints", nargs="+", required=True)
+    parser.add_argument("--budgets", nargs="+", type=float, default=[1.0])
+    parser.add_argument("--batch_size", type=int, default=64)
+    args = parser.parse_args()
+
+    texts, labels = read_tsv(args.validation_file)
+    words = torch.tensor([len(text.split()) for text in texts])
+    tokenizer = AutoTokenizer.from_pretrained(args.dense)
+    dense = correct(args.dense, tokenizer, texts, labels, 1.0, args.batch_size)
+    buckets = [f"{low}-{high - 1 if high else 'max'} words" for low, high in LENGTH_BUCKETS]
+    sizes = [
+        int(((words >= low) & (words < (high if high is not None else words.max() + 1))).sum())
+        for low, high in LENGTH_BUCKETS
+    ]
+    print(
+        f"{args.validation_file}: {len(texts)} sentences; by length: "
+        + ", ".join(f"{name} {size}" for name, size in zip(buckets, sizes, strict=True))
+    )
+    print("| checkpoint | rho | accuracy | lost | gained | " + " | ".join(buckets) + " |")
+    print("| --- " * (5 + len(buckets)) + "|")
+    print(
+        f"| {args.dense} (dense) | 1.0 | {dense.double().mean().item():.4f} |  |  | "
+        + " | ".join(by_length(dense, words))
+        + " |"
+    )
+    for checkpoint in args.checkpoints:
+        for budget in args.budgets:
+            right = correct(checkpoint, tokenizer, texts, labels, budget, args.batch_size)
+            lost, gained = int((dense & ~right).sum()), int((~dense & right).sum())
+            print(
+                f"| {checkpoint} | {budget} | {right.double().mean().item():.4f} | {lost} | {gained} | "
+                + " | ".join(by_length(right, words))
+                + " |"
+            )
+
+
+if __name__ == "__main__":
+    main()
