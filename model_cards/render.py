@@ -3,10 +3,10 @@
 
 Each card is built from what the benchmark harness measured (``results/<dataset>/results.json``: accuracy,
 realised keep ratio, speed-up over the same weights run dense) and the checkpoint's saved config
-(``results/<dataset>/configs/rho<budget>.json``, or ``any.json`` for the one checkpoint trained for every budget,
-written by ``reproduce.sh``), so a card states only measured figures and changes when the results do. The
-any-budget card also carries the harness's rows of that checkpoint at every budget, as a table and
-``budget_curve.svg``. A reference model whose config is not in results/ yet has no card.
+(``results/<dataset>/configs/rho<budget>.json``, written by ``reproduce.sh``), so a card states only measured
+figures and changes when the results do. The one checkpoint trained for every budget has a harness run of its
+own, ``results/<dataset>-any-warm0`` (``configs/any.json`` there); its card also carries that run's rows at every
+budget, as a table and ``budget_curve.svg``. A reference model whose config is not in results/ yet has no card.
 
     python model_cards/render.py           # (re)write model_cards/<name>/README.md
     python model_cards/render.py --check   # exit 1 if a committed card differs from a fresh rendering
@@ -61,8 +61,8 @@ REFERENCES = [
     Reference(f"minilm-l6-{data}-retention-r{budget.replace('0.', '')}0", folder, budget, hub_id, split)
     for data, folder, hub_id, split in _DATASETS
     for budget in ("0.5", "0.3")
-] + [
-    Reference(f"minilm-l6-{data}-retention-any", folder, None, hub_id, split, any_budget=True)
+] + [  # the any-budget checkpoints' own harness runs (accuracy and speed at every budget, with the baselines)
+    Reference(f"minilm-l6-{data}-retention-any", f"{folder}-any-warm0", None, hub_id, split, any_budget=True)
     for data, folder, hub_id, split in _DATASETS
 ]
 
@@ -73,7 +73,7 @@ def card_data(reference: Reference, results: dict, budget: float | str) -> Reten
     if reference.any_budget and "any_budget" not in results:
         raise ValueError(
             f"{reference.results}/configs/any.json is there but {reference.results}/results.json has no "
-            "--any_budget rows: rerun the harness with --any_budget (reproduce.sh does)"
+            "--any_budget rows: rerun the harness there with --any_budget"
         )
     key = reference.row(budget)
     learned = results["accuracy"][key]["learned"]

