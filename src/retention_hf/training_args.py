@@ -73,7 +73,7 @@ class RetentionTrainingArguments(TrainingArguments):
             "help": "With retention_ratio_sampling='sandwich': the shares of every micro-batch's examples set to the "
             "low and the high end of the range (two numbers, e.g. 0 0.25: rounded to whole examples, at least one "
             "each). Default: one example at each end. On the SST-2 carve-out 0 0.25 scored higher at rho 1 to 0.5 "
-            "and lower at 0.3 and 0.2 (docs/training.md)."
+            "and lower at 0.3 and 0.2 (docs/benchmarks.md)."
         },
     )
     retention_ratio_distribution: Literal["uniform", "log_uniform"] = field(
@@ -290,11 +290,7 @@ class RetentionTrainingArguments(TrainingArguments):
             )
 
     def _check_ratio_range(self) -> None:
-        if self.retention_ratio_sandwich_shares is not None and self.retention_ratio_range is None:
-            raise ValueError(
-                f"retention_ratio_sandwich_shares={self.retention_ratio_sandwich_shares!r} sizes the ends of the "
-                "sandwich rule of retention_ratio_range: set it or drop them"
-            )
+        self._check_sandwich_shares()
         groups = self.retention_ratio_groups
         if groups is not None and (isinstance(groups, bool) or not isinstance(groups, int) or groups < 1):
             raise ValueError(f"retention_ratio_groups must be a whole number >= 1, got {groups!r}")
@@ -322,7 +318,6 @@ class RetentionTrainingArguments(TrainingArguments):
                 "one budget through its penalty: use selection_training='topk'"
             )
         self.retention_ratio_range = [low, high]
-        self._check_sandwich_shares()
         if self.retention_ratio_sampling == "sandwich" and self.per_device_train_batch_size < 3:
             raise ValueError(
                 f"retention_ratio_sampling='sandwich' sets two examples of every micro-batch to the ends of the range; "
@@ -334,6 +329,11 @@ class RetentionTrainingArguments(TrainingArguments):
         shares = self.retention_ratio_sandwich_shares
         if shares is None:
             return
+        if self.retention_ratio_range is None:
+            raise ValueError(
+                f"retention_ratio_sandwich_shares={shares!r} sizes the ends of the sandwich rule of "
+                "retention_ratio_range: set it or drop them"
+            )
         if self.retention_ratio_sampling != "sandwich":
             raise ValueError(
                 f"retention_ratio_sandwich_shares={shares!r} sizes the ends of the sandwich rule: set "
