@@ -45,12 +45,13 @@ def correct(checkpoint: str, tokenizer, texts: list[str], labels: torch.Tensor, 
     return torch.cat(predictions) == labels
 
 
-def by_length(right: torch.Tensor, words: torch.Tensor) -> list[str]:
-    cells = []
-    for low, high in LENGTH_BUCKETS:
-        inside = (words >= low) & (words < (high if high is not None else words.max() + 1))
-        cells.append(f"{right[inside].double().mean().item():.4f}" if inside.any() else "")
-    return cells
+def length_buckets(words: torch.Tensor) -> list[torch.Tensor]:
+    """Which sentences fall in each of ``LENGTH_BUCKETS`` (a bool per sentence, one tensor per bucket)."""
+    return [(words >= low) & (words < (high if high is not None else words.max() + 1)) for low, high in LENGTH_BUCKETS]
+
+
+def by_length(right: torch.Tensor, buckets: list[torch.Tensor]) -> list[str]:
+    return [f"{right[inside].double().mean().item():.4f}" if inside.any() else "" for inside in buckets]
 
 
 def main() -> None:
@@ -63,23 +64,19 @@ def main() -> None:
     args = parser.parse_args()
 
     texts, labels = read_tsv(args.validation_file)
-    words = torch.tensor([len(text.split()) for text in texts])
+    buckets = length_buckets(torch.tensor([len(text.split()) for text in texts]))
     tokenizer = AutoTokenizer.from_pretrained(args.dense)
     dense = correct(args.dense, tokenizer, texts, labels, 1.0, args.batch_size)
-    buckets = [f"{low}-{high - 1 if high else 'max'} words" for low, high in LENGTH_BUCKETS]
-    sizes = [
-        int(((words >= low) & (words < (high if high is not None else words.max() + 1))).sum())
-        for low, high in LENGTH_BUCKETS
-    ]
+    names = [f"{low}-{high - 1 if high else 'max'} words" for low, high in LENGTH_BUCKETS]
     print(
         f"{args.validation_file}: {len(texts)} sentences; by length: "
-        + ", ".join(f"{name} {size}" for name, size in zip(buckets, sizes, strict=True))
+        + ", ".join(f"{name} {int(inside.sum())}" for name, inside in zip(names, buckets, strict=True))
     )
-    print("| checkpoint | rho | accuracy | lost | gained | " + " | ".join(buckets) + " |")
-    print("| --- " * (5 + len(buckets)) + "|")
+    print("| checkpoint | rho | accuracy | lost | gained | " + " | ".join(names) + " |")
+    print("| --- " * (5 + len(names)) + "|")
     print(
         f"| {args.dense} (dense) | 1.0 | {dense.double().mean().item():.4f} |  |  | "
-        + " | ".join(by_length(dense, words))
+        + " | ".join(by_length(dense, buckets))
         + " |"
     )
     for checkpoint in args.checkpoints:
@@ -88,7 +85,7 @@ def main() -> None:
             lost, gained = int((dense & ~right).sum()), int((~dense & right).sum())
             print(
                 f"| {checkpoint} | {budget} | {right.double().mean().item():.4f} | {lost} | {gained} | "
-                + " | ".join(by_length(right, words))
+                + " | ".join(by_length(right, buckets))
                 + " |"
             )
 
