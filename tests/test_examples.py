@@ -113,3 +113,33 @@ def test_the_grid_chooses_on_the_carve_out_never_on_dev(tmp_path, monkeypatch):
     assert "| steady | 1 | 0.9500 (+6.00) |" in table  # the dev split, against dense's 0.89
     assert "| per-budget-r0.5-s1 |  |  | 0.8800 |  |  | 1.0 |" in table
     assert table.rstrip().endswith(": even.")
+
+
+def test_the_sentence_holdout_drops_the_held_out_sentences_phrases_unless_another_sentence_holds_them(
+    tmp_path, monkeypatch
+):
+    """examples/ablation_budget.py build_sentence_holdout: whole sentences (rows no other row contains) are held
+    out, and a training row goes only when it occurs inside a held-out sentence and inside no remaining one."""
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    import ablation_budget
+
+    rows = ["a great movie .", "great movie", "great", "Great ", "a", "movie", "a dull movie .", "dull movie", "dull"]
+    labels = [1, 1, 1, 1, 1, 1, 0, 0, 0]
+    train = tmp_path / "train.tsv"
+    train.write_text(
+        "sentence\tlabel\n" + "".join(f"{row}\t{label}\n" for row, label in zip(rows, labels, strict=True))
+    )
+    monkeypatch.setattr(ablation_budget, "SHARED_TRAIN", train)
+    train_path, validation_path = ablation_budget.build_sentence_holdout(tmp_path / "data", size=1)
+
+    def read(path):
+        return [line.split("\t") for line in path.read_text().splitlines()]
+
+    held_out = read(validation_path)
+    # of the two sentences, the one with the larger sha1 of its lower-cased words
+    assert held_out == [["sentence", "label"], ["a great movie .", "1"]]
+    # "great" and "Great " (the same words) only occur in the held-out sentence; "a" and "movie" in the kept one too
+    assert read(train_path) == [
+        ["sentence", "label"],
+        *([row, str(label)] for row, label in zip(rows[4:], labels[4:], strict=True)),
+    ]
