@@ -25,9 +25,9 @@ fine-tune per budget: the references of the issue's targets, trained in the same
     python examples/grid_any_budget.py --data ../shared/data/sst2 --parallel 12 --deadline 480
     python examples/grid_any_budget.py --dataset imdb --data ../shared/data/imdb --recipes per-budget-r0.5 sandwich-warm0
 
-Results go to ``--results`` (``results.json``, ``results.md``; default ``results/grid-any`` or ``results/grid-any-imdb``);
-runs and their logs to ``--output``. Runs already in ``results.json`` are skipped, so a rerun completes a grid that
-hit its deadline.
+Results go to ``--results`` (``results.json``, ``results.md``; default ``results/grid-any``, ``results/grid-any-imdb``
+or ``results/grid-any-sentences``); runs and their logs to ``--output``. Runs already in ``results.json`` are skipped,
+so a rerun completes a grid that hit its deadline.
 """
 
 from __future__ import annotations
@@ -302,15 +302,18 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--deadline", type=float, default=None, help="seconds: stop the runs still going then")
     parser.add_argument("--max_samples", type=int, default=None, help="train and score on fewer rows (smoke runs)")
-    parser.add_argument("--output", type=Path, default=None, help="runs (default: runs/grid-any[-imdb])")
-    parser.add_argument("--results", type=Path, default=None, help="tables (default: results/grid-any[-imdb])")
+    parser.add_argument("--output", type=Path, default=None, help="runs (default: runs/grid-any[-imdb|-sentences])")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="tables (default: results/grid-any[-imdb|-sentences])"
+    )
     args = parser.parse_args()
     start = time.monotonic()
     if args.holdout != "phrases" and args.dataset != "sst2":
         parser.error(f"--holdout {args.holdout} is for --dataset sst2")
     if args.max_samples and args.results is None:
         parser.error("--max_samples needs --results: its rows would join the full-scale table")
-    suffix = "" if args.dataset == "sst2" else f"-{args.dataset}"
+    # a split of its own, so a table of its own: its dense model is not the carve-out's
+    suffix = {"sst2": "", "imdb": "-imdb"}[args.dataset] + ("-sentences" if args.holdout == "sentences" else "")
     args.output = args.output or Path(f"runs/grid-any{suffix}")
     args.results = args.results or Path(f"results/grid-any{suffix}")
 
