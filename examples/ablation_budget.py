@@ -219,6 +219,7 @@ ROWS = {
 
 
 def _words(text: str) -> str:
+    """A row's text as rows are compared: lower case, single spaces."""
     return " ".join(text.lower().split())
 
 

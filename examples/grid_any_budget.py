@@ -85,6 +85,8 @@ RECIPES: dict[str, list[str]] = {
     # budget as uniform draws), or a quarter at the high end only (rho 1 is the one budget at which no layer drops)
     "sandwich-warm0-ends4": [*ROWS_ANY["sandwich-warm0"], "--retention_ratio_sandwich_shares", "0.25", "0.25"],
     "sandwich-warm0-top4": [*ROWS_ANY["sandwich-warm0"], "--retention_ratio_sandwich_shares", "0.03125", "0.25"],
+    # every budget taught by the dense teacher alone (no task loss): does the dense pass move less?
+    "sandwich-warm0-kd1": [*ROWS_ANY["sandwich-warm0"], "--distillation_weight=1.0"],
     # twice the steps (2x the cost target): does the gap to the per-budget models close with more training?
     "sandwich-2ep": [*SANDWICH, "--num_train_epochs=2"],
 }
