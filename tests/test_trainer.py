@@ -179,6 +179,10 @@ SANDWICH = {"selection_training": "topk", "retention_ratio_range": [0.2, 1.0], "
             r"retention_ratio_sandwich_shares must be two shares in \[0, 1\), got \[-0.1, 0.25\]",
         ),
         (
+            {**SANDWICH, "retention_ratio_sandwich_shares": [False, 0.25]},
+            r"retention_ratio_sandwich_shares must be two shares in \[0, 1\), got \[False, 0.25\]",
+        ),
+        (
             {**SANDWICH, "retention_ratio_sandwich_shares": [0.5, 0.5]},
             r"sandwich_shares \[0.5, 0.5\] leave no example to draw a budget in between",
         ),

@@ -340,7 +340,9 @@ class RetentionTrainingArguments(TrainingArguments):
                 "retention_ratio_sampling='sandwich' or drop it"
             )
         values = list(shares)
-        if len(values) != 2 or not all(isinstance(v, (int, float)) and 0.0 <= v < 1.0 for v in values):
+        if len(values) != 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0 for v in values
+        ):
             raise ValueError(f"retention_ratio_sandwich_shares must be two shares in [0, 1), got {shares!r}")
         if sum(values) >= 1.0:
             raise ValueError(
