@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-import retention_hf  # noqa: F401
+from retention_hf import RetentionBertForSequenceClassification
+
+from families import save_tiny_text_model
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,3 +146,43 @@ def test_the_sentence_holdout_drops_the_held_out_sentences_phrases_unless_anothe
         ["sentence", "label"],
         *([row, str(label)] for row, label in zip(rows[4:], labels[4:], strict=True)),
     ]
+
+
+def test_flips_vs_dense_moves_a_checkpoint_back_toward_the_dense_weights(tmp_path, monkeypatch, capsys):
+    """examples/flips_vs_dense.py --alphas: every tensor but the gates' is dense + alpha * (checkpoint - dense), so
+    alpha 0 at rho 1 answers exactly as the dense model does, and the gates stay as trained."""
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    import flips_vs_dense
+
+    dense_path = save_tiny_text_model(tmp_path / "dense", RetentionBertForSequenceClassification)
+    trained = RetentionBertForSequenceClassification.from_pretrained(dense_path)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    trained.save_pretrained(tmp_path / "trained")
+    dense_state = RetentionBertForSequenceClassification.from_pretrained(dense_path).state_dict()
+    trained_state = trained.state_dict()
+
+    half = flips_vs_dense.interpolated(dense_state, trained_state, 0.5)
+    gate = next(name for name in half if ".gates." in name)
+    other = "classifier.weight"
+    assert torch.equal(half[gate], trained_state[gate])
+    torch.testing.assert_close(half[other], (dense_state[other] + trained_state[other]) / 2)
+    with pytest.raises(ValueError, match=r"the checkpoints differ in their tensors: \['classifier.bias'\]"):
+        flips_vs_dense.interpolated(dense_state, {k: v for k, v in trained_state.items() if k != "classifier.bias"}, 1)
+
+    sentences = ["a great movie", "dull and long", "not bad at all", "the worst film of the year", "fine", "moving"]
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text("sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(sentences)))
+    argv = ["flips_vs_dense.py", "--dense", str(dense_path), "--validation_file", str(tsv), "--checkpoints"]
+    argv += [str(tmp_path / "trained"), "--alphas", "0", "1", "--budgets", "1.0", "0.5"]
+    monkeypatch.setattr(sys, "argv", argv)
+    flips_vs_dense.main()
+    lines = capsys.readouterr().out.splitlines()
+    dense_row = next(line.split(" | ") for line in lines if "(dense)" in line)
+    rows = [line.split(" | ") for line in lines if "trained" in line]
+    assert [(row[1], row[2]) for row in rows] == [("0.0", "1.0"), ("0.0", "0.5"), ("1.0", "1.0"), ("1.0", "0.5")]
+    # alpha 0 at rho 1: the dense model's accuracy, no answer lost or gained
+    assert rows[0][3:6] == [dense_row[3], "0", "0"]
+    assert int(rows[2][4]) + int(rows[2][5]) > 0  # the checkpoint itself does answer differently
