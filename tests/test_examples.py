@@ -181,7 +181,7 @@ def test_flips_vs_dense_moves_a_checkpoint_back_toward_the_dense_weights(tmp_pat
     flips_vs_dense.main()
     lines = capsys.readouterr().out.splitlines()
     dense_row = next(line.split(" | ") for line in lines if "(dense)" in line)
-    rows = [line.split(" | ") for line in lines if "trained" in line]
+    rows = [line.split(" | ") for line in lines if line.startswith(f"| {tmp_path / 'trained'} |")]
     assert [(row[1], row[2]) for row in rows] == [("0.0", "1.0"), ("0.0", "0.5"), ("1.0", "1.0"), ("1.0", "0.5")]
     # alpha 0 at rho 1: the dense model's accuracy, no answer lost or gained
     assert rows[0][3:6] == [dense_row[3], "0", "0"]
