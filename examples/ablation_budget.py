@@ -229,6 +229,19 @@ def _spans(text: str) -> set[str]:
     return {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)}
 
 
+def _read_tsv(path: Path) -> list[list[str]]:
+    """A GLUE TSV's rows, header included, verbatim (GLUE quotes nothing)."""
+    with path.open() as handle:
+        return list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def _write_tsv(path: Path, rows: list[list[str]]) -> None:
+    """Write rows as ``_read_tsv`` reads them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n").writerows(rows)
+
+
 def build_full_train(path: Path, validation: Path, min_words: int = 3) -> Path:
     """Every SST-2 train row except the validation rows and the phrases inside them (``--train_set full``).
 
@@ -239,15 +252,11 @@ def build_full_train(path: Path, validation: Path, min_words: int = 3) -> Path:
     """
     if path.is_file():
         return path
-    with validation.open() as handle:
-        held_out = [_words(row[0]) for row in list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]]
+    held_out = [_words(row[0]) for row in _read_tsv(validation)[1:]]
     inside = set().union(*map(_spans, held_out))
-    with SHARED_TRAIN.open() as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = _read_tsv(SHARED_TRAIN)
     kept = [rows[0]] + [row for row in rows[1:] if len(row[0].split()) < min_words or _words(row[0]) not in inside]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n").writerows(kept)
+    _write_tsv(path, kept)
     return path
 
 
@@ -261,8 +270,7 @@ def build_validation(path: Path, size: int = 2000, min_words: int = 10) -> Path:
     """The carved-out validation split (see the module docstring); disjoint from ``train_8k.tsv``."""
     if path.is_file():
         return path
-    with SHARED_TRAIN.open() as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    rows = _read_tsv(SHARED_TRAIN)[1:]
     ranked = sorted(rows, key=lambda row: hashlib.sha1(row[0].strip().encode()).hexdigest())
     excluded = {row[0] for row in ranked[:8000]}  # train_8k
     candidates = [row for row in reversed(ranked) if len(row[0].split()) >= min_words and row[0] not in excluded]
@@ -287,8 +295,7 @@ def build_sentence_holdout(folder: Path, size: int = 2000) -> tuple[Path, Path]:
     train_path, validation_path = folder / "sst2_train_minus_sentences.tsv", folder / "sst2_train_sentences.tsv"
     if train_path.is_file() and validation_path.is_file():
         return train_path, validation_path
-    with SHARED_TRAIN.open() as handle:
-        header, *rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    header, *rows = _read_tsv(SHARED_TRAIN)
     first = {}  # each text's first row (SST-2 train repeats a few texts)
     for row in rows:
         first.setdefault(_words(row[0]), row)
@@ -299,12 +306,9 @@ def build_sentence_holdout(folder: Path, size: int = 2000) -> tuple[Path, Path]:
     held_out, kept = sentences[-size:], sentences[:-size]
     in_held_out = set().union(*map(_spans, held_out))
     in_kept = set().union(*map(_spans, kept))
-    train = [row for row in rows if _words(row[0]) not in in_held_out or _words(row[0]) in in_kept]
-    folder.mkdir(parents=True, exist_ok=True)
-    for path, table in ((train_path, train), (validation_path, [first[text] for text in held_out])):
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n")
-            writer.writerows([header, *table])
+    train = [row for row in rows if (text := _words(row[0])) not in in_held_out or text in in_kept]
+    _write_tsv(train_path, [header, *train])
+    _write_tsv(validation_path, [header, *(first[text] for text in held_out)])
     return train_path, validation_path
 
 
